@@ -1,0 +1,189 @@
+"""The LVAE generative model (Sønderby, Raiko, Maaløe, Sønderby, Winther, NIPS 2016, section 2).
+
+    p(x, z_1..z_L) = p(z_L) prod_{i=1}^{L-1} p(z_i | z_{i+1}) p(x | z_1),
+
+    p(z_L) = N(0, I),  p(z_i | z_{i+1}) = N(mu_p,i(z_{i+1}), var_p,i(z_{i+1})),
+    p(x | z_1) = Bernoulli(logits = MLP(z_1)).
+
+The same model is trained with two guide families (``ppl_dgm.guides.hierarchical`` for the paper's
+"VAE" baseline and ``ppl_dgm.guides.ladder`` for the LVAE), so that inference can be compared on one
+model. :func:`build` assembles either pair from hyperparameters.
+
+Choices taken from the paper (the MNIST model of section 3): any number of stochastic layers L with
+per-layer sizes (64-32-16-8-4); each connection a two-layer MLP whose width is the deterministic size
+of that level (512-256-128-64-32); leaky ReLU; batch normalisation in every hidden layer and on the
+latent mean/variance heads but not on the output; a variance floor of about 1e-5. Options, not the
+paper: ``activation``, ``batch_norm`` (to reproduce the paper's ablation), ``min_scale``.
+
+Indexing: connection ``k`` (k = 0..L-1) joins level k (x for k = 0, z_k otherwise) and z_{k+1}; it
+has ``hidden_dims[k]`` units in each of its two hidden layers, in both directions (the generative
+p(z_k | z_{k+1}), or p(x | z_1) for k = 0, and the guide's q(z_{k+1} | level k)).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from torch import nn
+
+from ppl_dgm.nn.torch_blocks import MLP, GaussianHead
+from ppl_dgm.pair import Pair
+
+#: The paper's variance floor (about 1e-5), expressed as the floor on the standard deviation that
+#: :class:`~ppl_dgm.nn.torch_blocks.GaussianHead` adds (scale >= min_scale, so var >= 1e-5).
+PAPER_MIN_SCALE = 1e-5 ** 0.5
+
+
+def kl_scale(beta: float) -> contextlib.AbstractContextManager:
+    """The annealed-KL hook: ``poutine.scale(scale=beta)`` around a latent site.
+
+    Warm-up starts at beta = 0, which ``poutine.scale`` rejects; there the latent log-densities get
+    weight zero through ``poutine.mask(mask=False)``, which is the same objective.
+    """
+    if beta == 1.0:
+        return contextlib.nullcontext()
+    if beta > 0:
+        return poutine.scale(scale=beta)
+    if beta == 0:
+        return poutine.mask(mask=False)
+    raise ValueError(f"beta must be >= 0 (got {beta})")
+
+
+class GaussianMLP(nn.Module):
+    """A Gaussian conditional ``N(loc(u), scale(u)^2)``: a two-layer MLP then a Gaussian head.
+
+    "Each connection is a two-layer MLP" (the paper); batch norm goes in both hidden layers and on
+    the mean and log-variance heads when ``batch_norm`` is set. Used for p(z_i | z_{i+1}), for the
+    plain guide's q(z_i | z_{i-1}) and for the ladder guide's own top-down path.
+    """
+
+    def __init__(self, in_dim: int, hidden: int | Sequence[int], out_dim: int,
+                 activation: str = "leaky_relu", batch_norm: bool = True,
+                 min_scale: float = PAPER_MIN_SCALE, n_hidden: int = 2) -> None:
+        super().__init__()
+        widths = [hidden] * n_hidden if isinstance(hidden, int) else list(hidden)
+        self.mlp = MLP(in_dim, widths, activation, batch_norm)
+        self.head = GaussianHead(self.mlp.out_dim, out_dim, batch_norm, min_scale)
+
+    def forward(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(self.mlp(u))
+
+
+def _check_dims(z_dims: Sequence[int], hidden_dims: Sequence[int]) -> None:
+    if len(z_dims) < 1:
+        raise ValueError("an LVAE needs at least one stochastic layer")
+    if len(hidden_dims) != len(z_dims):
+        raise ValueError(f"need one deterministic size per stochastic layer: z_dims={list(z_dims)}, "
+                         f"hidden_dims={list(hidden_dims)}")
+    if min(z_dims) < 1 or min(hidden_dims) < 1:
+        raise ValueError("layer sizes must be positive")
+
+
+class LVAEModel(nn.Module):
+    """The generative model p; ``forward(x, y=None, *, beta=1.0)`` is the Pyro model.
+
+    Sites ``z{L}``, ..., ``z1`` are sampled top-down (z_L first), then ``x`` is observed. ``y`` is
+    accepted for the common model signature and ignored (the LVAE is unsupervised).
+    ``top_down[k]`` is p(z_{k+1} | z_{k+2}) (k = 0..L-2); the ladder guide may share it.
+    """
+
+    def __init__(self, x_dim: int, z_dims: Sequence[int], hidden_dims: Sequence[int],
+                 activation: str = "leaky_relu", batch_norm: bool = True,
+                 min_scale: float = PAPER_MIN_SCALE) -> None:
+        super().__init__()
+        _check_dims(z_dims, hidden_dims)
+        self.x_dim = x_dim
+        self.z_dims = list(z_dims)
+        self.hidden_dims = list(hidden_dims)
+        L = len(z_dims)
+        self.top_down = nn.ModuleList(
+            GaussianMLP(z_dims[k + 1], hidden_dims[k + 1], z_dims[k], activation, batch_norm,
+                        min_scale)
+            for k in range(L - 1)
+        )
+        # p(x | z_1): two hidden layers (with batch norm), then the output logits (no batch norm).
+        self.decoder = MLP(z_dims[0], [hidden_dims[0]] * 2, activation, batch_norm)
+        self.logits = nn.Linear(self.decoder.out_dim, x_dim)
+        self.register_buffer("_zero", torch.zeros(()), persistent=False)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.z_dims)
+
+    def prior_top(self) -> dist.Distribution:
+        """p(z_L) = N(0, I)."""
+        d = self.z_dims[-1]
+        return dist.Normal(self._zero.expand(d), 1.0 + self._zero.expand(d)).to_event(1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, *, beta: float = 1.0):
+        L = self.n_layers
+        with pyro.plate("data", x.shape[0], dim=-1):
+            with kl_scale(beta):
+                z = pyro.sample(f"z{L}", self.prior_top())
+            for i in range(L - 1, 0, -1):
+                loc, scale = self.top_down[i - 1](z)
+                with kl_scale(beta):
+                    z = pyro.sample(f"z{i}", dist.Normal(loc, scale).to_event(1))
+            logits = self.logits(self.decoder(z))
+            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+        return logits
+
+    @torch.no_grad()
+    def sample_x(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Bernoulli means ``(n, x_dim)`` of ancestral samples from the prior.
+
+        Runs in the module's current mode: call ``eval()`` first so that batch norm uses its running
+        statistics rather than those of the n samples.
+        """
+        z = self.prior_top().sample((n,))
+        for i in range(self.n_layers - 1, 0, -1):
+            loc, scale = self.top_down[i - 1](z)
+            z = dist.Normal(loc, scale).sample()
+        return torch.sigmoid(self.logits(self.decoder(z)))
+
+
+DEFAULTS: dict[str, Any] = {
+    "z_dims": [64, 32, 16, 8, 4],
+    "hidden_dims": [512, 256, 128, 64, 32],
+    "activation": "leaky_relu",
+    "batch_norm": True,
+    "min_scale": PAPER_MIN_SCALE,
+    "guide": "ladder",
+    "share_top_down": True,
+}
+
+
+def build(hparams: Mapping[str, Any], data: Any) -> Pair:
+    """The LVAE model with the guide named by ``hparams["guide"]``: ``"ladder"`` or ``"hierarchical"``.
+
+    ``hparams`` keys (defaults in :data:`DEFAULTS`, the paper's MNIST model): ``z_dims``,
+    ``hidden_dims``, ``activation``, ``batch_norm``, ``min_scale``, ``guide``, ``share_top_down``
+    (ladder only: the guide's top-down path reuses the model's p(z_i | z_{i+1}) networks, as the paper
+    describes; the authors' scripts default to separate networks). ``data`` needs ``x_dim``.
+    """
+    from ppl_dgm.guides.hierarchical import HierarchicalGuide
+    from ppl_dgm.guides.ladder import LadderGuide
+
+    unknown = set(hparams) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown LVAE hyperparameters {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    h = {**DEFAULTS, **hparams}
+    z_dims = [int(d) for d in h["z_dims"]]
+    hidden_dims = [int(d) for d in h["hidden_dims"]]
+    common = dict(activation=str(h["activation"]), batch_norm=bool(h["batch_norm"]),
+                  min_scale=float(h["min_scale"]))
+    p = LVAEModel(int(data.x_dim), z_dims, hidden_dims, **common)
+    if h["guide"] == "ladder":
+        shared = p.top_down if h["share_top_down"] else None
+        q: nn.Module = LadderGuide(int(data.x_dim), z_dims, hidden_dims, top_down=shared, **common)
+    elif h["guide"] == "hierarchical":
+        q = HierarchicalGuide(int(data.x_dim), z_dims, hidden_dims, **common)
+    else:
+        raise ValueError(f"unknown LVAE guide {h['guide']!r}; choose 'ladder' or 'hierarchical'")
+    return Pair(p, q, max_plate_nesting=1)

@@ -1,0 +1,158 @@
+"""Locating and reading MNIST from local files (never silently from the network in tests).
+
+Search order: an explicit ``data_dir`` (``--data-dir``), the environment variable ``PPL_DGM_DATA``,
+the user cache folder (``~/.cache/ppl_dgm``, or ``$XDG_CACHE_HOME/ppl_dgm``). In each folder either
+``mnist.npz`` (keys ``x_train y_train x_test y_test``, uint8) or the four classic IDX ``.gz`` files are
+accepted. When none has it and ``download=True``, the public mirrors are tried with checksum
+verification; when that fails too, :class:`DataNotFoundError` lists every place that was looked at.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+ENV_VAR = "PPL_DGM_DATA"
+NPZ_NAME = "mnist.npz"
+IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte.gz",
+    "y_train": "train-labels-idx1-ubyte.gz",
+    "x_test": "t10k-images-idx3-ubyte.gz",
+    "y_test": "t10k-labels-idx1-ubyte.gz",
+}
+# md5 of the classic IDX archives (the checksums torchvision verifies against the same mirrors).
+IDX_MD5 = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+class DataNotFoundError(FileNotFoundError):
+    """Raised when a data set is in none of the places searched; the message lists them."""
+
+
+def cache_dir() -> Path:
+    """The user cache folder where downloaded or built data sets are kept."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ppl_dgm"
+
+
+def search_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Folders searched for data files, in order."""
+    dirs = []
+    if data_dir is not None:
+        dirs.append(Path(data_dir))
+    if os.environ.get(ENV_VAR):
+        dirs.append(Path(os.environ[ENV_VAR]))
+    dirs.append(cache_dir())
+    return dirs
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read an ``.npz`` with the MNIST key layout, checking keys and shapes."""
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as f:
+        missing = [k for k in KEYS if k not in f.files]
+        if missing:
+            raise ValueError(
+                f"{path} lacks the keys {missing}; a data set file needs {list(KEYS)} "
+                f"(found {sorted(f.files)})"
+            )
+        arrays = {k: f[k] for k in KEYS}
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if len(x) != len(y):
+            raise ValueError(f"{path}: x_{split} has {len(x)} rows but y_{split} has {len(y)}")
+    return arrays
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    magic = int.from_bytes(data[:4], "big")
+    ndim = magic & 0xFF
+    if magic >> 8 != 0x08:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes (magic {magic:#x})")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _find(dirs: list[Path]) -> dict[str, np.ndarray] | None:
+    for d in dirs:
+        if (d / NPZ_NAME).is_file():
+            return read_npz(d / NPZ_NAME)
+        if all((d / name).is_file() for name in IDX_FILES.values()):
+            return {k: _read_idx(d / name) for k, name in IDX_FILES.items()}
+    return None
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _download(target: Path, timeout: float = 30.0) -> list[str]:
+    """Fetch the IDX files into ``target``; returns the errors met (empty on success)."""
+    target.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for name, digest in IDX_MD5.items():
+        if (target / name).is_file() and _md5(target / name) == digest:
+            continue
+        for mirror in MIRRORS:
+            try:
+                with tempfile.NamedTemporaryFile(dir=target, delete=False) as tmp:
+                    with urllib.request.urlopen(mirror + name, timeout=timeout) as response:
+                        shutil.copyfileobj(response, tmp)
+                if _md5(Path(tmp.name)) != digest:
+                    os.unlink(tmp.name)
+                    errors.append(f"{mirror}{name}: checksum mismatch")
+                    continue
+                os.replace(tmp.name, target / name)
+                break
+            except OSError as err:
+                errors.append(f"{mirror}{name}: {err}")
+        else:
+            return errors
+    return []
+
+
+def load_mnist(
+    data_dir: str | os.PathLike | None = None, download: bool = True
+) -> dict[str, np.ndarray]:
+    """The raw MNIST arrays ``x_train (60000, 28, 28) uint8, y_train, x_test, y_test``."""
+    dirs = search_dirs(data_dir)
+    found = _find(dirs)
+    if found is not None:
+        return found
+    errors: list[str] = []
+    if download:
+        errors = _download(cache_dir())
+        if not errors:
+            found = _find([cache_dir()])
+            if found is not None:
+                return found
+    looked = "\n".join(f"  - {d}/{NPZ_NAME} or the IDX files {sorted(IDX_FILES.values())}"
+                       for d in dirs)
+    tried = "\n".join(f"  - {e}" for e in errors) if errors else "  (download disabled)"
+    raise DataNotFoundError(
+        f"MNIST was not found. Looked in:\n{looked}\nDownload attempts:\n{tried}\n"
+        f"Supply it by passing --data-dir DIR (or setting {ENV_VAR}=DIR) where DIR holds "
+        f"{NPZ_NAME} (keys x_train y_train x_test y_test) or the four IDX .gz files."
+    )

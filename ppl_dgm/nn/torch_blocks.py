@@ -1,0 +1,117 @@
+"""Network blocks for the Pyro (PyTorch) backend.
+
+All blocks accept inputs with any number of leading batch dimensions, so that the extra leading
+dimensions introduced by parallel enumeration (``y``) and vectorised particles broadcast through them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "softplus": nn.Softplus,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+}
+
+
+def activation(name: str) -> nn.Module:
+    """An activation module by name (``relu``, ``leaky_relu``, ``softplus``, ``tanh``, ``elu``)."""
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}") from None
+
+
+class BatchNorm(nn.BatchNorm1d):
+    """Batch normalisation over all leading dimensions (features last).
+
+    Under enumeration a hidden layer has shape ``(n_labels, B, H)``: its statistics are taken over
+    every row, as the authors' code does when it repeats x once per label. In ``eval()`` mode the
+    running statistics are used, so predictions do not depend on the composition of a test batch.
+    """
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        shape = h.shape
+        return super().forward(h.reshape(-1, shape[-1])).reshape(shape)
+
+
+class MultiInputMLP(nn.Module):
+    """``act(BN(sum_i W_i u_i + b))`` followed by further hidden layers.
+
+    Each input is projected with its own linear map and the projections are summed (the authors'
+    ``Dense(a) + Dense(x) + Dense(y)``) instead of concatenating the inputs: under parallel
+    enumeration of ``y`` the projection of ``x`` is computed once per data point, not once per label.
+    Inputs broadcast against each other, e.g. x of shape (B, D) with y of shape (10, 1, 10).
+    """
+
+    def __init__(
+        self,
+        in_dims: Sequence[int],
+        hidden: Sequence[int],
+        act: str = "relu",
+        batch_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        if not hidden:
+            raise ValueError("MultiInputMLP needs at least one hidden layer")
+        self.inputs = nn.ModuleList(
+            nn.Linear(d, hidden[0], bias=(i == 0)) for i, d in enumerate(in_dims)
+        )
+        self.first = nn.Sequential(
+            *([BatchNorm(hidden[0])] if batch_norm else []), activation(act)
+        )
+        layers: list[nn.Module] = []
+        for h_in, h_out in zip(hidden[:-1], hidden[1:], strict=True):
+            layers.append(nn.Linear(h_in, h_out))
+            if batch_norm:
+                layers.append(BatchNorm(h_out))
+            layers.append(activation(act))
+        self.rest = nn.Sequential(*layers)
+        self.out_dim = hidden[-1]
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if len(inputs) != len(self.inputs):
+            raise ValueError(f"expected {len(self.inputs)} inputs, got {len(inputs)}")
+        h = self.inputs[0](inputs[0])
+        for layer, u in zip(self.inputs[1:], inputs[1:], strict=True):
+            h = h + layer(u)
+        return self.rest(self.first(h))
+
+
+class MLP(MultiInputMLP):
+    """A single-input :class:`MultiInputMLP`."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], act: str = "relu",
+                 batch_norm: bool = False) -> None:
+        super().__init__([in_dim], hidden, act, batch_norm)
+
+
+class GaussianHead(nn.Module):
+    """Diagonal Gaussian parameters ``(loc, scale)`` from a hidden layer.
+
+    The log-variance is unconstrained (``scale = exp(logvar / 2)``), never passed through a softplus;
+    ``min_scale`` adds an optional floor (the LVAE paper's variance floor). ``batch_norm`` normalises
+    the two heads (the LVAE paper does this on the latent mean/variance layers).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, batch_norm: bool = False,
+                 min_scale: float = 0.0) -> None:
+        super().__init__()
+        self.loc = nn.Linear(in_dim, out_dim)
+        self.logvar = nn.Linear(in_dim, out_dim)
+        self.loc_bn = BatchNorm(out_dim) if batch_norm else nn.Identity()
+        self.logvar_bn = BatchNorm(out_dim) if batch_norm else nn.Identity()
+        self.min_scale = min_scale
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc = self.loc_bn(self.loc(h))
+        scale = torch.exp(0.5 * self.logvar_bn(self.logvar(h)))
+        if self.min_scale > 0:
+            scale = scale + self.min_scale
+        return loc, scale

@@ -1,0 +1,112 @@
+"""The run directory: configuration, history (xarray -> netCDF), summary and evaluation records.
+
+Every file is written atomically (to a temporary file in the same folder, then ``os.replace``), so a
+run interrupted while writing never leaves a truncated record behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+CONFIG = "config.json"
+HISTORY = "history.nc"
+SUMMARY = "summary.json"
+EVALUATION = "evaluation.json"
+CHECKPOINT = "checkpoint.pt"
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)`` then move the temporary file onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
+    text = json.dumps(_jsonable(data), indent=2, sort_keys=True)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n"))
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def history_dataset(records: list[dict[str, Any]], attrs: dict[str, Any]) -> xr.Dataset:
+    """Per-epoch records -> Dataset with dim ``epoch``; dict-valued entries get a second dim.
+
+    ``{"kl": {"z1": .., "z2": ..}}`` becomes variable ``kl`` with dims ``(epoch, site)``.
+    """
+    epochs = [r["epoch"] for r in records]
+    data_vars: dict[str, Any] = {}
+    keys = sorted({k for r in records for k in r if k != "epoch"})
+    for key in keys:
+        values = [r.get(key) for r in records]
+        if any(isinstance(v, dict) for v in values):
+            names = sorted({n for v in values if isinstance(v, dict) for n in v})
+            table = [[(v or {}).get(n, np.nan) for n in names] for v in values]
+            data_vars[key] = (("epoch", "site"), np.asarray(table, dtype=float))
+            continue
+        data_vars[key] = ("epoch", np.asarray([np.nan if v is None else v for v in values],
+                                              dtype=float))
+    sites = sorted({n for r in records for v in r.values() if isinstance(v, dict) for n in v})
+    coords: dict[str, Any] = {"epoch": epochs}
+    if sites:
+        coords["site"] = sites
+    clean_attrs = {k: json.dumps(_jsonable(v)) if not isinstance(v, (str, int, float)) else v
+                   for k, v in attrs.items()}
+    return xr.Dataset(data_vars, coords=coords, attrs=clean_attrs)
+
+
+def write_history(path: str | os.PathLike, records: list[dict[str, Any]],
+                  attrs: dict[str, Any]) -> None:
+    ds = history_dataset(records, attrs)
+    atomic_write(path, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
+
+
+def read_history(path: str | os.PathLike) -> xr.Dataset:
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        return ds.load()
+
+
+def environment(device: str) -> dict[str, Any]:
+    """Library versions and the machine, recorded in every result file."""
+    from importlib import metadata
+
+    versions = {}
+    for package in ("ppl-dgm", "torch", "pyro-ppl", "numpy", "xarray", "jax", "numpyro"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"versions": versions, "device": device, "python": platform.python_version(),
+            "machine": platform.machine(), "processor": platform.processor() or None,
+            "cpu_count": os.cpu_count()}

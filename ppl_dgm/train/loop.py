@@ -1,0 +1,404 @@
+"""The training loop of the Pyro backend: SVI with torch optimisers, checkpoints and records.
+
+One optimiser step per batch minimises the task's objective (``ppl_dgm.infer.objectives``) built on
+a Pyro ELBO's ``differentiable_loss``. Everything the run depends on is in ``TrainConfig``; the run
+directory receives ``config.json``, ``checkpoint.pt`` (each epoch, atomically), ``history.nc`` and
+``summary.json``. ``resume=True`` continues from the checkpoint and gives the same result as an
+uninterrupted run (model, optimiser, schedule position, RNG states and history are restored).
+
+Data-parallel training is a wrapping of ``pair`` and of the batch sampler (e.g. through Lightning as
+in Pyro's ``examples/svi_lightning.py``): the loss is an ordinary differentiable torch scalar.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyro
+import torch
+from pyro.infer import (
+    ELBO,
+    RenyiELBO,
+    Trace_ELBO,
+    TraceEnum_ELBO,
+    TraceGraph_ELBO,
+    TraceMeanField_ELBO,
+)
+from tqdm.auto import tqdm
+
+from ppl_dgm import registry, results
+from ppl_dgm.config import TrainConfig
+from ppl_dgm.data import ImageData, Split, binarize_static, load_dataset, semi_supervised_split
+from ppl_dgm.infer import objectives
+from ppl_dgm.infer.annealing import LinearWarmup
+from ppl_dgm.infer.importance import elbo_per_example
+from ppl_dgm.pair import Pair
+
+VALIDATION_SEED = 1
+TEST_BINARIZATION_SEED = 0
+
+
+@dataclass
+class DataInfo:
+    """What a ``build`` function may know about the data (backend-neutral)."""
+
+    x_dim: int
+    image_shape: tuple[int, ...]
+    n_classes: int
+    n_train: int
+    n_labelled: int
+    n_unlabelled: int
+    sequence_length: int = 1
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {name} was asked for but torch sees no CUDA device")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise ValueError(f"unknown device {name!r}: use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def default_validation_size(n_train: int) -> int:
+    return 10_000 if n_train >= 50_000 else n_train // 10
+
+
+def prepare_data(config: TrainConfig) -> tuple[ImageData, Split, DataInfo]:
+    spec = registry.get(config.model, config.backend)
+    data = load_dataset(config.dataset, config.data_dir, **config.dataset_options)
+    n_val = (config.validation_size if config.validation_size is not None
+             else default_validation_size(len(data.x_train)))
+    y_split = data.y_train if data.y_train.ndim == 1 else data.y_train[:, 0]
+    labels = config.labels if spec.task == "semi-supervised" else None
+    split = semi_supervised_split(y_split, labels, config.seed, n_val,
+                                  config.include_labelled_in_unlabelled)
+    info = DataInfo(
+        x_dim=data.x_dim, image_shape=data.image_shape, n_classes=data.n_classes,
+        n_train=len(data.x_train) - n_val, n_labelled=len(split.labelled),
+        n_unlabelled=len(split.unlabelled),
+        sequence_length=1 if data.y_train.ndim == 1 else data.y_train.shape[1],
+    )
+    return data, split, info
+
+
+def default_alpha(info: DataInfo) -> float:
+    """The auxiliary-model papers' alpha = 0.1 * N / N_labelled (about 60 for MNIST, 100 labels)."""
+    return 0.1 * info.n_unlabelled / max(info.n_labelled, 1)
+
+
+def build_pair(config: TrainConfig, info: DataInfo) -> Pair:
+    spec = registry.get(config.model, config.backend)
+    hparams = dict(config.hparams)
+    if spec.task == "semi-supervised":
+        hparams["alpha"] = config.alpha if config.alpha is not None else default_alpha(info)
+    return spec.builder()(hparams, info)
+
+
+def make_elbo(config: TrainConfig, pair: Pair) -> ELBO:
+    """The Pyro ELBO named by ``config.elbo`` (particles vectorised when more than one)."""
+    kwargs = dict(max_plate_nesting=pair.max_plate_nesting, num_particles=config.num_particles,
+                  vectorize_particles=config.num_particles > 1)
+    kinds = {"trace_enum": TraceEnum_ELBO, "trace": Trace_ELBO, "trace_graph": TraceGraph_ELBO,
+             "trace_meanfield": TraceMeanField_ELBO}
+    if config.elbo == "renyi":
+        return RenyiELBO(alpha=0.0, **kwargs)
+    return kinds[config.elbo](**kwargs)
+
+
+def make_optimizer(config: TrainConfig, params) -> tuple[torch.optim.Optimizer, Any]:
+    if config.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=config.lr, betas=config.adam_betas)
+    elif config.optimizer == "rmsprop":
+        opt = torch.optim.RMSprop(params, lr=config.lr)
+    else:
+        raise ValueError(f"unknown optimizer {config.optimizer!r}: use adam or rmsprop")
+    floor = config.min_lr / config.lr
+
+    def factor(epoch: int) -> float:
+        if config.lr_decay_every <= 0:
+            return 1.0
+        return max(config.lr_decay ** (epoch // config.lr_decay_every), floor)
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+class Trainer:
+    """Trains one registered model on one data set; see the module docstring."""
+
+    def __init__(self, config: TrainConfig, run_dir: str | Path, progress: bool = True) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.spec = registry.get(config.model, config.backend)
+        self.task = self.spec.task
+        self.device = resolve_device(config.device)
+        self.flatten = self.task != "supervised"
+        self.data, self.split, self.info = prepare_data(config)
+        self._to_device()
+
+        pyro.set_rng_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed)
+        self.pair = build_pair(config, self.info).to(self.device)
+        self.elbo = make_elbo(config, self.pair)
+        self.opt, self.scheduler = make_optimizer(config, self.pair.parameters())
+        self.steps_per_epoch = self._steps_per_epoch()
+        self.warmup = LinearWarmup(round(config.warmup_epochs * self.steps_per_epoch))
+        self.epoch = 0
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.train_seconds = 0.0
+
+    # ----------------------------------------------------------------------------- data
+    def _tensor(self, x: np.ndarray) -> torch.Tensor:
+        t = torch.as_tensor(x, dtype=torch.float32, device=self.device)
+        return t.reshape(len(t), -1) if self.flatten else t
+
+    def _to_device(self) -> None:
+        d, s = self.data, self.split
+        train_idx = np.arange(len(d.x_train) - len(s.validation))
+        self.x_train = self._tensor(d.x_train[train_idx])
+        self.y_train = torch.as_tensor(d.y_train[train_idx], device=self.device)
+        binary = self.flatten  # VAE tasks: Bernoulli likelihoods on binarised data
+        x_val, x_test = d.x_train[s.validation], d.x_test
+        if binary:
+            x_val = binarize_static(x_val, VALIDATION_SEED)
+            x_test = binarize_static(x_test, TEST_BINARIZATION_SEED)
+        self.x_val, self.y_val = self._tensor(x_val), torch.as_tensor(d.y_train[s.validation],
+                                                                      device=self.device)
+        self.x_test, self.y_test = self._tensor(x_test), torch.as_tensor(d.y_test,
+                                                                         device=self.device)
+        self.labelled = torch.as_tensor(s.labelled, device=self.device)
+        self.unlabelled = torch.as_tensor(s.unlabelled, device=self.device)
+
+    def _binarize(self, x: torch.Tensor) -> torch.Tensor:
+        """Dynamic binarisation: a fresh Bernoulli sample of every training batch."""
+        return torch.bernoulli(x) if self.flatten else x
+
+    def _steps_per_epoch(self) -> int:
+        n = len(self.unlabelled) if self.task == "semi-supervised" else len(self.x_train)
+        steps = max(n // self.config.batch_size, 1)
+        return min(steps, self.config.steps_per_epoch or steps)
+
+    def _batches(self):
+        """Index batches for one epoch (the numpy RNG is part of the checkpoint)."""
+        cfg = self.config
+        pool = self.unlabelled if self.task == "semi-supervised" else torch.arange(
+            len(self.x_train), device=self.device)
+        order = torch.as_tensor(self.rng.permutation(len(pool)), device=self.device)
+        n_l = len(self.labelled)
+        for i in range(self.steps_per_epoch):
+            batch = pool[order[i * cfg.batch_size:(i + 1) * cfg.batch_size]]
+            if self.task == "semi-supervised":
+                pick = self.rng.choice(n_l, min(cfg.labelled_batch_size, n_l), replace=False)
+                yield batch, self.labelled[torch.as_tensor(pick, device=self.device)]
+            else:
+                yield batch, None
+
+    # ----------------------------------------------------------------------------- steps
+    def train_step(self, idx: torch.Tensor, idx_l: torch.Tensor | None) -> dict[str, float]:
+        beta = self.warmup(self.step)
+        x = self._binarize(self.x_train[idx])
+        if self.task == "semi-supervised":
+            x_l = self._binarize(self.x_train[idx_l])
+            loss, stats = objectives.semi_supervised_loss(
+                self.pair, self.elbo, x_l, self.y_train[idx_l], x, beta)
+        elif self.task == "unsupervised":
+            loss, stats = objectives.unsupervised_loss(self.pair, self.elbo, x, beta)
+        else:
+            loss, stats = objectives.supervised_loss(self.pair, self.elbo, x, self.y_train[idx])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"the loss became {loss.item()} at step {self.step} (epoch {self.epoch}); "
+                "lower --lr or set clip_norm")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.clip_norm:
+            torch.nn.utils.clip_grad_norm_(self.pair.parameters(), self.config.clip_norm)
+        self.opt.step()
+        self.step += 1
+        stats["beta"] = beta
+        return stats
+
+    # ----------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def classification_error(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Fraction of wrong labels (every position counts for sequences)."""
+        wrong = 0
+        bs = self.config.eval_batch_size
+        for start in range(0, len(x), bs):
+            probs = self.pair.classify(x[start:start + bs], self.config.classify_samples)
+            wrong += (probs.argmax(-1) != y[start:start + bs]).sum().item()
+        return wrong / y.numel()
+
+    @torch.no_grad()
+    def sequence_error(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        wrong = 0
+        bs = self.config.eval_batch_size
+        for start in range(0, len(x), bs):
+            probs = self.pair.classify(x[start:start + bs], self.config.classify_samples)
+            wrong += (probs.argmax(-1) != y[start:start + bs]).any(-1).sum().item()
+        return wrong / len(y)
+
+    @torch.no_grad()
+    def mean_elbo(self, x: torch.Tensor) -> float:
+        bs = self.config.eval_batch_size
+        total = sum(elbo_per_example(self.pair, self.elbo, x[s:s + bs]) * len(x[s:s + bs])
+                    for s in range(0, len(x), bs))
+        return total / len(x)
+
+    @property
+    def classifies(self) -> bool:
+        return self.task in ("semi-supervised", "supervised")
+
+    def evaluate_epoch(self) -> dict[str, Any]:
+        self.pair.eval()
+        record: dict[str, Any] = {}
+        if self.classifies and len(self.x_val):
+            record["validation_error"] = self.classification_error(self.x_val, self.y_val)
+        if self.classifies:
+            # recorded for learning curves only; model selection reads validation_error
+            record["test_error"] = self.classification_error(self.x_test, self.y_test)
+        if self.task != "supervised" and len(self.x_val):
+            x_val = self.x_val[:1000]
+            record["validation_elbo"] = self.mean_elbo(x_val)
+            try:
+                from ppl_dgm.infer.diagnostics import site_kl
+            except ImportError:
+                site_kl = None
+            if site_kl is not None:
+                record["kl"] = site_kl(self.pair, x_val[:500])
+        self.pair.train()
+        return record
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "pair": self.pair.state_dict(), "optimizer": self.opt.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "step": self.step,
+            "train_seconds": self.train_seconds, "history": self.history,
+            "numpy_rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "config": self.config.to_dict(),
+        }
+
+    def save_checkpoint(self) -> None:
+        state = self.checkpoint_state()
+        results.atomic_write(self.run_dir / results.CHECKPOINT, lambda tmp: torch.save(state, tmp))
+
+    def load_checkpoint(self, path: str | Path | None = None) -> None:
+        path = Path(path or self.run_dir / results.CHECKPOINT)
+        if not path.is_file():
+            raise FileNotFoundError(f"no checkpoint at {path} to resume from")
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.pair.load_state_dict(state["pair"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.train_seconds, self.history = state["train_seconds"], state["history"]
+        self.rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    # ----------------------------------------------------------------------------- the run
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        cfg = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.load_checkpoint()
+        results.write_json(self.run_dir / results.CONFIG, cfg.to_dict())
+        total = cfg.epochs * self.steps_per_epoch
+        bar = tqdm(total=total, initial=self.epoch * self.steps_per_epoch, disable=not self.progress,
+                   desc=f"{cfg.model} on {cfg.dataset}", dynamic_ncols=True)
+        self.pair.train()
+        while self.epoch < cfg.epochs:
+            started, sums, count = time.perf_counter(), {}, 0
+            for idx, idx_l in self._batches():
+                stats = self.train_step(idx, idx_l)
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+                bar.update(1)
+                if count % 10 == 0:
+                    bar.set_postfix(loss=f"{sums['loss'] / count:.2f}", beta=f"{stats['beta']:.2f}")
+            self.scheduler.step()
+            seconds = time.perf_counter() - started
+            self.train_seconds += seconds
+            self.epoch += 1
+            record = {"epoch": self.epoch, "seconds": seconds,
+                      "lr": self.opt.param_groups[0]["lr"]}
+            record.update({k: v / count for k, v in sums.items()})
+            record.update(self.evaluate_epoch())
+            self.history.append(record)
+            post = {"loss": f"{record['loss']:.2f}"}
+            if "validation_error" in record:
+                post["val_acc"] = f"{1 - record['validation_error']:.4f}"
+            if "validation_elbo" in record:
+                post["val_elbo"] = f"{record['validation_elbo']:.2f}"
+            bar.set_postfix(post)
+            self.save_checkpoint()
+            self.write_records()
+        bar.close()
+        return self.finish()
+
+    def write_records(self) -> None:
+        attrs = {"model": self.config.model, "dataset": self.config.dataset,
+                 "seed": self.config.seed, "config": self.config.to_dict(),
+                 **results.environment(str(self.device))}
+        results.write_history(self.run_dir / results.HISTORY, self.history, attrs)
+
+    def finish(self) -> dict[str, Any]:
+        """Final test-set evaluation; writes and returns ``summary.json``."""
+        cfg = self.config
+        self.pair.eval()
+        summary: dict[str, Any] = {
+            "model": cfg.model, "backend": cfg.backend, "dataset": cfg.dataset,
+            "labels": cfg.labels if self.task == "semi-supervised" else None,
+            "seed": cfg.seed, "epochs": self.epoch, "steps": self.step,
+            "steps_per_epoch": self.steps_per_epoch,
+            "seconds_per_epoch": self.train_seconds / max(self.epoch, 1),
+            "train_seconds": self.train_seconds, "device": str(self.device),
+            "n_labelled": self.info.n_labelled if self.task != "unsupervised" else 0,
+            "n_unlabelled": self.info.n_unlabelled if self.task != "supervised" else 0,
+            "n_validation": len(self.x_val), "n_test": len(self.x_test),
+            "test_error": None, "test_elbo": None, "config": cfg.to_dict(),
+            **results.environment(str(self.device)),
+        }
+        if self.classifies:
+            summary["test_error"] = self.classification_error(self.x_test, self.y_test)
+            errors = [r.get("validation_error", math.inf) for r in self.history]
+            best = int(np.argmin(errors)) if errors else None
+            if best is not None:
+                summary["best_validation_epoch"] = self.history[best]["epoch"]
+                summary["test_error_at_best_validation"] = self.history[best].get("test_error")
+        if self.task == "supervised" and self.info.sequence_length > 1:
+            summary["test_sequence_error"] = self.sequence_error(self.x_test, self.y_test)
+        if self.task != "supervised":
+            summary["test_elbo"] = self.mean_elbo(self.x_test)
+            summary["test_binarization_seed"] = TEST_BINARIZATION_SEED
+            if self.history and "kl" in self.history[-1]:
+                summary["kl"] = self.history[-1]["kl"]
+        results.write_json(self.run_dir / results.SUMMARY, summary)
+        self.pair.train()
+        return summary
+
+
+def load_run(run_dir: str | Path, device: str = "auto") -> Trainer:
+    """A trainer restored from ``run_dir`` (its config and last checkpoint), in eval mode."""
+    run_dir = Path(run_dir)
+    if not (run_dir / results.CONFIG).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no {results.CONFIG})")
+    config = TrainConfig.from_dict(results.read_json(run_dir / results.CONFIG))
+    config.device = device
+    trainer = Trainer(config, run_dir, progress=False)
+    trainer.load_checkpoint()
+    trainer.pair.eval()
+    return trainer
