@@ -7,8 +7,8 @@ below (the paper's "each connection a two-layer MLP"), with batch norm in the hi
 the mean/variance heads. Sites are sampled bottom-up: z1 first.
 
 Parameter names match the bottom-up half of :class:`ppl_dgm.guides.ladder.LadderGuide`
-(``up[k].mlp``, ``up[k].head``... see there), so that with one stochastic layer the two guides are the
-same function of the same state dict.
+(``up[k].mlp``, ``up[k].head``), so that with one stochastic layer the two guides are the same
+function of the same state dict.
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
-from torch import nn
-
 from ppl_dgm.models.lvae import PAPER_MIN_SCALE, GaussianMLP, _check_dims, kl_scale
+from torch import nn
 
 
 class HierarchicalGuide(nn.Module):

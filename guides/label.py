@@ -15,7 +15,7 @@ from pyro import poutine
 from torch import nn
 from torch.nn import functional as F
 
-from ppl_dgm.nn.torch_blocks import GaussianHead, MLP, MultiInputMLP
+from ppl_dgm.nn.torch_blocks import MLP, GaussianHead, MultiInputMLP
 
 
 def label_site(logits: torch.Tensor, y: torch.Tensor | None, alpha: float,

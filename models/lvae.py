@@ -1,4 +1,4 @@
-"""The LVAE generative model (Sønderby, Raiko, Maaløe, Sønderby, Winther, NIPS 2016, section 2).
+"""The LVAE generative model (Sønderby, Raiko, Maaløe, Sønderby, Winther, NIPS 2016).
 
     p(x, z_1..z_L) = p(z_L) prod_{i=1}^{L-1} p(z_i | z_{i+1}) p(x | z_1),
 
@@ -9,11 +9,11 @@ The same model is trained with two guide families (``ppl_dgm.guides.hierarchical
 "VAE" baseline and ``ppl_dgm.guides.ladder`` for the LVAE), so that inference can be compared on one
 model. :func:`build` assembles either pair from hyperparameters.
 
-Choices taken from the paper (the MNIST model of section 3): any number of stochastic layers L with
-per-layer sizes (64-32-16-8-4); each connection a two-layer MLP whose width is the deterministic size
-of that level (512-256-128-64-32); leaky ReLU; batch normalisation in every hidden layer and on the
-latent mean/variance heads but not on the output; a variance floor of about 1e-5. Options, not the
-paper: ``activation``, ``batch_norm`` (to reproduce the paper's ablation), ``min_scale``.
+Choices taken from the paper (its MNIST model): any number of stochastic layers L with
+per-layer sizes (64-32-16-8-4); each connection a two-layer MLP whose width is the deterministic
+size of that level (512-256-128-64-32); leaky ReLU; batch normalisation in every hidden layer and
+on the latent mean/variance heads but not on the output; a variance floor of about 1e-5. Options,
+not the paper: ``activation``, ``batch_norm`` (to reproduce the paper's ablation), ``min_scale``.
 
 Indexing: connection ``k`` (k = 0..L-1) joins level k (x for k = 0, z_k otherwise) and z_{k+1}; it
 has ``hidden_dims[k]`` units in each of its two hidden layers, in both directions (the generative
@@ -79,8 +79,8 @@ def _check_dims(z_dims: Sequence[int], hidden_dims: Sequence[int]) -> None:
     if len(z_dims) < 1:
         raise ValueError("an LVAE needs at least one stochastic layer")
     if len(hidden_dims) != len(z_dims):
-        raise ValueError(f"need one deterministic size per stochastic layer: z_dims={list(z_dims)}, "
-                         f"hidden_dims={list(hidden_dims)}")
+        raise ValueError(f"need one deterministic size per stochastic layer: "
+                         f"z_dims={list(z_dims)}, hidden_dims={list(hidden_dims)}")
     if min(z_dims) < 1 or min(hidden_dims) < 1:
         raise ValueError("layer sizes must be positive")
 
@@ -160,19 +160,20 @@ DEFAULTS: dict[str, Any] = {
 
 
 def build(hparams: Mapping[str, Any], data: Any) -> Pair:
-    """The LVAE model with the guide named by ``hparams["guide"]``: ``"ladder"`` or ``"hierarchical"``.
+    """The LVAE model and the guide ``hparams["guide"]`` (``"ladder"`` or ``"hierarchical"``).
 
     ``hparams`` keys (defaults in :data:`DEFAULTS`, the paper's MNIST model): ``z_dims``,
     ``hidden_dims``, ``activation``, ``batch_norm``, ``min_scale``, ``guide``, ``share_top_down``
-    (ladder only: the guide's top-down path reuses the model's p(z_i | z_{i+1}) networks, as the paper
-    describes; the authors' scripts default to separate networks). ``data`` needs ``x_dim``.
+    (ladder only: the guide's top-down path reuses the model's p(z_i | z_{i+1}) networks, as the
+    paper describes; the authors' scripts default to separate networks). ``data`` needs ``x_dim``.
     """
     from ppl_dgm.guides.hierarchical import HierarchicalGuide
     from ppl_dgm.guides.ladder import LadderGuide
 
     unknown = set(hparams) - set(DEFAULTS)
     if unknown:
-        raise ValueError(f"unknown LVAE hyperparameters {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+        raise ValueError(f"unknown LVAE hyperparameters {sorted(unknown)}; "
+                         f"known: {sorted(DEFAULTS)}")
     h = {**DEFAULTS, **hparams}
     z_dims = [int(d) for d in h["z_dims"]]
     hidden_dims = [int(d) for d in h["hidden_dims"]]

@@ -47,7 +47,7 @@ def _key_values(pairs: list[str] | None, flag: str) -> dict[str, Any]:
     for item in pairs or []:
         key, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"{flag} expects KEY=VALUE, got {item!r}")
+            raise ValueError(f"{flag} expects KEY=VALUE, got {item!r}")
         out[key] = parse_value(value)
     return out
 
@@ -74,7 +74,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         saved["device"] = config.device
         config = type(config).from_dict(saved)
     elif (out / results.CHECKPOINT).exists():
-        raise SystemExit(f"{out} already holds a run; pass --resume to continue it or pick --out")
+        raise ValueError(f"{out} already holds a run; pass --resume to continue it or pick --out")
     summary = Trainer(config, out, progress=not args.no_progress).fit(resume=args.resume)
     print(f"run directory: {out}")
     if summary.get("test_error") is not None:

@@ -38,7 +38,7 @@ def evaluate_run(run_dir: str | Path, iw_samples: int = 5000, chunk_size: int = 
         if trainer.info.sequence_length > 1:
             record["test_sequence_error"] = trainer.sequence_error(trainer.x_test, trainer.y_test)
     if trainer.task != "supervised" and iw_samples > 0:
-        x = trainer.x_test if subset is None else trainer.x_test[:subset]
+        x = trainer.x_test_binary if subset is None else trainer.x_test_binary[:subset]
         started = time.perf_counter()
         lls, ks = [], []
         for start in tqdm(range(0, len(x), batch_size), disable=not progress,

@@ -75,3 +75,90 @@ register(ModelSpec(
     train={"lr": 1e-3, "warmup_epochs": 0},
     description="M2 semi-supervised VAE (Kingma et al. 2014): p(y)p(z)p(x|y,z), q(y|x)q(z|x,y)",
 ))
+
+# LVAE (Sønderby et al. 2016): one hierarchical model, two guides; the paper's MNIST defaults
+# (5 layers 64-32-16-8-4, deterministic 512-256-128-64-32, leaky ReLU, batch norm, variance floor
+# 1e-5 as a scale floor of sqrt(1e-5), Adam 2e-4, batch 256, warm-up over 200 epochs, up to 2000).
+_LVAE_HPARAMS = {"z_dims": [64, 32, 16, 8, 4], "hidden_dims": [512, 256, 128, 64, 32],
+                 "activation": "leaky_relu", "batch_norm": True, "min_scale": 1e-5 ** 0.5}
+_LVAE_TRAIN = {"optimizer": "adam", "lr": 2e-4, "batch_size": 256, "warmup_epochs": 200,
+               "epochs": 2000, "elbo": "trace"}
+register(ModelSpec(
+    name="vae",
+    task="unsupervised",
+    build="ppl_dgm.models.lvae:build",
+    hparams={**_LVAE_HPARAMS, "guide": "hierarchical"},
+    train=dict(_LVAE_TRAIN),
+    description="Hierarchical VAE (LVAE paper's baseline): p(z_L) prod p(z_i|z_i+1) p(x|z_1), "
+                "bottom-up q(z_1|x) prod q(z_i|z_i-1)",
+))
+register(ModelSpec(
+    name="lvae",
+    task="unsupervised",
+    build="ppl_dgm.models.lvae:build",
+    hparams={**_LVAE_HPARAMS, "guide": "ladder", "share_top_down": True},
+    train=dict(_LVAE_TRAIN),
+    description="Ladder VAE (Sønderby et al. 2016): the hierarchical model with the ladder guide "
+                "(bottom-up pass, top-down precision-weighted merge)",
+))
+
+# ADGM / SDGM (Maaløe et al. 2016): the authors' recipe. Particles: 1 for ADGM (the authors'
+# script), 5 for SDGM (reconstructed); test predictions average q(y|a,x) over 100 draws of a.
+_AUX_HPARAMS = {"a_dim": 100, "z_dim": 100, "hidden": [500, 500], "activation": "relu",
+                "batch_norm": True, "average_y_over_particles": True}
+_AUX_TRAIN = {"lr": 3e-4, "adam_betas": (0.9, 0.999), "lr_decay": 0.75, "lr_decay_every": 200,
+              "min_lr": 3e-5, "clip_norm": 5.0, "batch_size": 100, "labelled_batch_size": 100,
+              "warmup_epochs": 0.0, "classify_samples": 100}
+
+register(ModelSpec(
+    name="adgm",
+    task="semi-supervised",
+    build="ppl_dgm.models.adgm:build",
+    hparams=dict(_AUX_HPARAMS),
+    train={**_AUX_TRAIN, "num_particles": 1},
+    description="Auxiliary deep generative model (Maaløe et al. 2016): p(y)p(z)p(x|y,z)p(a|x,y,z), "
+                "q(a|x)q(y|a,x)q(z|a,y,x)",
+))
+register(ModelSpec(
+    name="sdgm",
+    task="semi-supervised",
+    build="ppl_dgm.models.sdgm:build",
+    hparams=dict(_AUX_HPARAMS),
+    train={**_AUX_TRAIN, "num_particles": 5},
+    description="Skip deep generative model (Maaløe et al. 2016): p(y)p(z)p(a|y,z)p(x|a,y,z), "
+                "q(a|x)q(y|a,x)q(z|a,y,x)",
+))
+
+# RNN-SPN (Sønderby et al. 2015) and its baselines on cluttered MNIST sequences: the authors'
+# RMSprop 5e-4, batch 100, gradient norm clipped at 5 (their MAX_NORM, applied to the same loss:
+# the cross-entropy averaged over the B x T digits, which supervised_loss computes).
+_SPN_TRAIN = {"dataset": "mnist-sequence", "optimizer": "rmsprop", "lr": 5e-4, "batch_size": 100,
+              "clip_norm": 5.0, "elbo": "trace", "labels": None, "epochs": 30}
+
+register(ModelSpec(
+    name="rnn-spn",
+    task="supervised",
+    build="ppl_dgm.models.rnn_spn:build_rnn_spn",
+    hparams={"downsample": 3.0, "loc_filters": 20, "rnn_units": 256, "filters": 32, "dense": 400},
+    train=dict(_SPN_TRAIN),
+    description="RNN-SPN (Sønderby et al. 2015): loc. CNN -> GRU(256) -> affine glimpse per digit "
+                "-> CNN; p(y_1..T|x), empty guide (data: mnist-sequence)",
+))
+register(ModelSpec(
+    name="ffn-spn",
+    task="supervised",
+    build="ppl_dgm.models.rnn_spn:build_ffn_spn",
+    hparams={"downsample": 2.0, "loc_filters": 20, "loc_dense": 200, "filters": 96, "dense": 400},
+    train=dict(_SPN_TRAIN),
+    description="FFN-SPN baseline (Sønderby et al. 2015): one affine glimpse -> CNN -> T heads "
+                "(data: mnist-sequence)",
+))
+register(ModelSpec(
+    name="cnn-seq",
+    task="supervised",
+    build="ppl_dgm.models.rnn_spn:build_cnn",
+    hparams={"downsample": 2.0, "filters": 96, "dense": 400},
+    train=dict(_SPN_TRAIN),
+    description="Plain CNN baseline for RNN-SPN: 2x down-sampled canvas -> CNN -> T heads "
+                "(data: mnist-sequence)",
+))

@@ -116,18 +116,21 @@ def _download(target: Path, timeout: float = 30.0) -> list[str]:
         if (target / name).is_file() and _md5(target / name) == digest:
             continue
         for mirror in MIRRORS:
+            fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{name}.")
             try:
-                with tempfile.NamedTemporaryFile(dir=target, delete=False) as tmp:
+                with os.fdopen(fd, "wb") as out:
                     with urllib.request.urlopen(mirror + name, timeout=timeout) as response:
-                        shutil.copyfileobj(response, tmp)
-                if _md5(Path(tmp.name)) != digest:
-                    os.unlink(tmp.name)
+                        shutil.copyfileobj(response, out)
+                if _md5(Path(tmp)) != digest:
                     errors.append(f"{mirror}{name}: checksum mismatch")
                     continue
-                os.replace(tmp.name, target / name)
+                os.replace(tmp, target / name)
                 break
             except OSError as err:
                 errors.append(f"{mirror}{name}: {err}")
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
         else:
             return errors
     return []

@@ -11,7 +11,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class LinearWarmup:
-    """beta(step) = min(1, start + (1 - start) * step / warmup_steps); 1 when warmup_steps == 0."""
+    """beta(step) = min(1, start + (1 - start) * (step + 1) / warmup_steps); 1 without warm-up.
+
+    The first optimiser step (step 0) already has beta = 1 / warmup_steps: Pyro's ``poutine.scale``
+    needs a positive scale, and beta reaches 1 at the last warm-up step.
+    """
 
     warmup_steps: int
     start: float = 0.0
@@ -23,6 +27,6 @@ class LinearWarmup:
             raise ValueError(f"the warm-up start must lie in [0, 1] (got {self.start})")
 
     def __call__(self, step: int) -> float:
-        if self.warmup_steps == 0 or step >= self.warmup_steps:
+        if self.warmup_steps == 0 or step + 1 >= self.warmup_steps:
             return 1.0
-        return self.start + (1.0 - self.start) * step / self.warmup_steps
+        return self.start + (1.0 - self.start) * (step + 1) / self.warmup_steps

@@ -166,15 +166,16 @@ class Trainer:
         train_idx = np.arange(len(d.x_train) - len(s.validation))
         self.x_train = self._tensor(d.x_train[train_idx])
         self.y_train = torch.as_tensor(d.y_train[train_idx], device=self.device)
-        binary = self.flatten  # VAE tasks: Bernoulli likelihoods on binarised data
-        x_val, x_test = d.x_train[s.validation], d.x_test
-        if binary:
-            x_val = binarize_static(x_val, VALIDATION_SEED)
-            x_test = binarize_static(x_test, TEST_BINARIZATION_SEED)
-        self.x_val, self.y_val = self._tensor(x_val), torch.as_tensor(d.y_train[s.validation],
-                                                                      device=self.device)
-        self.x_test, self.y_test = self._tensor(x_test), torch.as_tensor(d.y_test,
-                                                                         device=self.device)
+        # Classifiers read the intensities (the mean of the binarised inputs they were trained on);
+        # likelihoods are measured on binarised data, binarised once with fixed seeds.
+        x_val = d.x_train[s.validation]
+        self.x_val = self._tensor(x_val)
+        self.y_val = torch.as_tensor(d.y_train[s.validation], device=self.device)
+        self.x_test = self._tensor(d.x_test)
+        self.y_test = torch.as_tensor(d.y_test, device=self.device)
+        if self.flatten:  # VAE tasks: Bernoulli likelihoods
+            self.x_val_binary = self._tensor(binarize_static(x_val, VALIDATION_SEED))
+            self.x_test_binary = self._tensor(binarize_static(d.x_test, TEST_BINARIZATION_SEED))
         self.labelled = torch.as_tensor(s.labelled, device=self.device)
         self.unlabelled = torch.as_tensor(s.unlabelled, device=self.device)
 
@@ -267,7 +268,7 @@ class Trainer:
             # recorded for learning curves only; model selection reads validation_error
             record["test_error"] = self.classification_error(self.x_test, self.y_test)
         if self.task != "supervised" and len(self.x_val):
-            x_val = self.x_val[:1000]
+            x_val = self.x_val_binary[:1000]
             record["validation_elbo"] = self.mean_elbo(x_val)
             try:
                 from ppl_dgm.infer.diagnostics import site_kl
@@ -382,7 +383,7 @@ class Trainer:
         if self.task == "supervised" and self.info.sequence_length > 1:
             summary["test_sequence_error"] = self.sequence_error(self.x_test, self.y_test)
         if self.task != "supervised":
-            summary["test_elbo"] = self.mean_elbo(self.x_test)
+            summary["test_elbo"] = self.mean_elbo(self.x_test_binary)
             summary["test_binarization_seed"] = TEST_BINARIZATION_SEED
             if self.history and "kl" in self.history[-1]:
                 summary["kl"] = self.history[-1]["kl"]

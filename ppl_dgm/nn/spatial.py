@@ -1,0 +1,83 @@
+"""Spatial-transformer pieces (Jaderberg et al. 2015) as used by the RNN-SPN (Sønderby et al. 2015).
+
+The transformer maps each output pixel's normalised coordinates ``(u, v, 1)`` through a 2 x 3 affine
+matrix ``A_theta`` to input coordinates and samples the input there bilinearly
+(``F.affine_grid`` / ``F.grid_sample``). Coordinates are normalised to [-1, 1] with
+``align_corners=False`` (-1 and 1 are the outer edges of the border pixels), so the identity matrix
+with an output ``d`` times smaller than the input is exactly a bilinear ``1/d`` resize of the whole
+input (an average of 2 x 2 blocks for ``d = 2``). The output side is ``int(side // d)`` as in
+Lasagne's ``TransformerLayer`` (the authors' implementation): 100 -> 100, 50, 33, 25 for
+``d = 1, 2, 3, 4``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def glimpse_size(side: int, downsample: float) -> int:
+    """Side of a glimpse taken from an input ``side`` pixels wide with down-sampling ``downsample``.
+
+    ``int(side // downsample)``, the convention of Lasagne's ``TransformerLayer``.
+    """
+    if downsample <= 0:
+        raise ValueError(f"downsample must be positive, got {downsample}")
+    size = int(side // downsample)
+    if size < 1:
+        raise ValueError(f"downsample {downsample} leaves no pixel of a side of {side}")
+    return size
+
+
+def identity_affine(n: int = 1, device: torch.device | None = None) -> torch.Tensor:
+    """``n`` identity transforms, shape ``(n, 2, 3)``."""
+    eye = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], device=device)
+    return eye.expand(n, 2, 3).clone()
+
+
+class AffineHead(nn.Linear):
+    """Linear map from features to the 6 affine parameters, initialised to the identity transform.
+
+    Weights start at zero and the bias at ``[1, 0, 0, 0, 1, 0]`` (the authors' ``A_net``), so at
+    initialisation every glimpse is the down-sampled whole input whatever the features are.
+    Returns ``(..., 2, 3)``.
+    """
+
+    def __init__(self, in_features: int) -> None:
+        super().__init__(in_features, 6)
+        with torch.no_grad():
+            self.weight.zero_()
+            self.bias.copy_(identity_affine(1).reshape(6))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return super().forward(h).reshape(*h.shape[:-1], 2, 3)
+
+
+def transform(
+    images: torch.Tensor, theta: torch.Tensor, size: int | tuple[int, int]
+) -> torch.Tensor:
+    """Sample ``images`` ``(N, C, H, W)`` with affine ``theta`` ``(N, 2, 3)`` onto a ``size`` grid.
+
+    Bilinear sampling, zeros outside the input (``F.grid_sample``).
+    """
+    h, w = (size, size) if isinstance(size, int) else size
+    n, c = images.shape[:2]
+    grid = F.affine_grid(theta, [n, c, h, w], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def glimpse_corners(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pixel coordinates ``(x, y)`` of the glimpse's four corners in the input, ``(..., 4, 2)``.
+
+    Corners in the order top-left, top-right, bottom-right, bottom-left, in the convention where
+    pixel ``(i, j)`` has its centre at ``(j, i)`` (matplotlib's ``imshow``): normalised coordinate
+    ``u`` is pixel ``(u + 1) * width / 2 - 0.5``.
+    """
+    corners = torch.tensor(
+        [[-1.0, -1.0, 1.0], [1.0, -1.0, 1.0], [1.0, 1.0, 1.0], [-1.0, 1.0, 1.0]],
+        dtype=theta.dtype, device=theta.device,
+    )
+    uv = corners @ theta.transpose(-1, -2)  # (..., 4, 2) normalised input coordinates
+    scale = torch.tensor([width / 2.0, height / 2.0], dtype=theta.dtype, device=theta.device)
+    return (uv + 1.0) * scale - 0.5
