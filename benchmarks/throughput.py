@@ -1,0 +1,198 @@
+"""Step throughput: one SVI step of a registered pair next to a plain PyTorch loss, and matmul speed.
+
+    python benchmarks/throughput.py                 # M2, paper sizes, a table
+    python benchmarks/throughput.py --model adgm --json
+
+For M2 one step is 100 labelled + 100 unlabelled MNIST-sized points (x of 784 dimensions, one hidden
+layer of 500 units, z of 50 dimensions), the unlabelled labels enumerated. Two plain PyTorch losses
+compute the same bounds by hand: ``torch_reference`` concatenates [x, y] and repeats x once per label
+(the usual way to write M2), ``torch_reference_sum`` uses the pair's own per-input projections. The
+ratios are measured side by side in one process, steps interleaved, medians reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from types import SimpleNamespace
+
+import torch
+from pyro.infer import TraceEnum_ELBO
+from torch import nn
+from torch.distributions import Normal
+from torch.nn import functional as F
+
+from ppl_dgm import registry
+from ppl_dgm.infer.objectives import semi_supervised_loss
+from ppl_dgm.train.loop import resolve_device
+
+X_DIM, N_CLASSES, BATCH = 784, 10, 100
+
+
+def matmul_gflops(device: torch.device, n: int = 1024, repeats: int = 20) -> float:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+class ConcatM2(nn.Module):
+    """M2 networks that take the concatenation [x, one_hot(y)] (x repeated per label)."""
+
+    def __init__(self, hidden: int = 500, z_dim: int = 50) -> None:
+        super().__init__()
+        self.classifier = nn.Sequential(nn.Linear(X_DIM, hidden), nn.BatchNorm1d(hidden),
+                                        nn.Softplus(), nn.Linear(hidden, N_CLASSES))
+        self.encoder = nn.Sequential(nn.Linear(X_DIM + N_CLASSES, hidden), nn.BatchNorm1d(hidden),
+                                     nn.Softplus(), nn.Linear(hidden, 2 * z_dim))
+        self.decoder = nn.Sequential(nn.Linear(z_dim + N_CLASSES, hidden), nn.BatchNorm1d(hidden),
+                                     nn.Softplus(), nn.Linear(hidden, X_DIM))
+
+
+def _bound(encode, decode, x, y_onehot):
+    """log p(x|y,z) + log p(y) + log p(z) - log q(z|x,y) for one z sample, per row."""
+    loc, scale = encode(x, y_onehot)
+    z = loc + scale * torch.randn_like(loc)
+    logits = decode(z, y_onehot)
+    log_px = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits),
+                                                 reduction="none").sum(-1)
+    log_pz = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(-1)
+    return log_px - math.log(N_CLASSES) + log_pz - Normal(loc, scale).log_prob(z).sum(-1)
+
+
+def _m2_loss(classify, encode, decode, x_l, y_l, x_u, alpha):
+    log_q_l = torch.log_softmax(classify(x_l), -1)
+    labelled = _bound(encode, decode, x_l, F.one_hot(y_l, N_CLASSES).float())
+    labelled = labelled + alpha * log_q_l.gather(-1, y_l[:, None]).squeeze(-1)
+    log_q_u = torch.log_softmax(classify(x_u), -1)
+    return -labelled.mean() - _unlabelled(encode, decode, x_u, log_q_u).mean()
+
+
+def _unlabelled(encode, decode, x_u, log_q_u):
+    eye = torch.eye(N_CLASSES, device=x_u.device)
+    if getattr(encode, "repeats", False):  # concatenate-and-repeat: (10 * B) rows
+        x_rep = x_u.repeat(N_CLASSES, 1)
+        y_rep = eye.repeat_interleave(len(x_u), 0)
+        bounds = _bound(encode, decode, x_rep, y_rep).reshape(N_CLASSES, len(x_u)).T
+    else:  # broadcasting: y of shape (10, 1, 10) against x of shape (B, D)
+        bounds = _bound(encode, decode, x_u, eye[:, None, :]).T
+    q = log_q_u.exp()
+    return (q * bounds).sum(-1) - (q * log_q_u).sum(-1)
+
+
+def concat_reference(net: ConcatM2, alpha: float):
+    def encode(x, y):
+        x, y = torch.broadcast_tensors(x, y[..., :1].expand(*y.shape[:-1], 1))[0], y
+        h = net.encoder(torch.cat([x, y], -1))
+        loc, logvar = h.chunk(2, -1)
+        return loc, torch.exp(0.5 * logvar)
+
+    encode.repeats = True
+
+    def decode(z, y):
+        return net.decoder(torch.cat([z, y.expand(*z.shape[:-1], N_CLASSES)], -1))
+
+    return lambda x_l, y_l, x_u: _m2_loss(net.classifier, encode, decode, x_l, y_l, x_u, alpha)
+
+
+def sum_reference(pair, alpha: float):
+    q, p = pair.q, pair.p
+
+    def encode(x, y):
+        return q.z_head(q.encoder(x, y))
+
+    def decode(z, y):
+        return p.x_logits(p.decoder(z, y))
+
+    return lambda x_l, y_l, x_u: _m2_loss(q.classifier, encode, decode, x_l, y_l, x_u, alpha)
+
+
+def time_steps(fns: dict, params: dict, steps: int, device: torch.device) -> dict[str, float]:
+    opts = {k: torch.optim.Adam(params[k], lr=1e-4) for k in fns}
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for i in range(steps + 3):
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            loss = fn()
+            opts[name].zero_grad()
+            loss.backward()
+            opts[name].step()
+            _sync(device)
+            if i >= 3:
+                times[name].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def m2_benchmark(device: torch.device, steps: int) -> dict:
+    spec = registry.get("m2")
+    alpha = 50.0
+    info = SimpleNamespace(x_dim=X_DIM, n_classes=N_CLASSES)
+    pair = spec.builder()({**spec.hparams, "alpha": alpha}, info).to(device)
+    net = ConcatM2(spec.hparams["hidden"][0], spec.hparams["z_dim"]).to(device)
+    elbo = TraceEnum_ELBO(max_plate_nesting=1)
+    x_l = torch.bernoulli(torch.full((BATCH, X_DIM), 0.3, device=device))
+    x_u = torch.bernoulli(torch.full((BATCH, X_DIM), 0.3, device=device))
+    y_l = torch.arange(BATCH, device=device) % N_CLASSES
+    concat, summed = concat_reference(net, alpha), sum_reference(pair, alpha)
+    fns = {
+        "pyro": lambda: semi_supervised_loss(pair, elbo, x_l, y_l, x_u)[0],
+        "torch_reference": lambda: concat(x_l, y_l, x_u),
+        "torch_reference_sum": lambda: summed(x_l, y_l, x_u),
+    }
+    params = {"pyro": list(pair.parameters()), "torch_reference": list(net.parameters()),
+              "torch_reference_sum": list(pair.parameters())}
+    return time_steps(fns, params, steps, device)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="m2")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    torch.manual_seed(0)
+    if args.model == "m2":
+        step_seconds = m2_benchmark(device, args.steps)
+    else:
+        from throughput_auxiliary import MODELS, auxiliary_benchmark
+
+        if args.model not in MODELS:
+            raise SystemExit(f"no throughput benchmark for {args.model!r}")
+        step_seconds = auxiliary_benchmark(args.model, device, args.steps)
+    record = {"model": args.model, "device": str(device), "threads": torch.get_num_threads(),
+              "step_seconds": step_seconds, "matmul_gflops": matmul_gflops(device),
+              "ratios": {k: step_seconds["pyro"] / v for k, v in step_seconds.items()
+                         if k != "pyro"}}
+    if args.json:
+        print(json.dumps(record))
+    else:
+        print(f"model {args.model} on {device} ({record['threads']} threads), "
+              f"median of {args.steps} steps")
+        for name, seconds in step_seconds.items():
+            ratio = seconds / step_seconds["torch_reference"]
+            print(f"  {name:<22} {seconds * 1e3:8.1f} ms   {ratio:5.2f}x torch_reference")
+        print(f"  matmul 1024^3 float32: {record['matmul_gflops']:.1f} GFLOP/s")
+    return record
+
+
+if __name__ == "__main__":
+    main()
