@@ -19,6 +19,7 @@ import statistics
 import time
 from types import SimpleNamespace
 
+import pyro
 import torch
 from pyro.infer import TraceEnum_ELBO
 from torch import nn
@@ -169,6 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    pyro.enable_validation(False)  # as in training (TrainConfig.validate defaults to False)
     torch.manual_seed(0)
     if args.model == "m2":
         step_seconds = m2_benchmark(device, args.steps)

@@ -67,6 +67,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = resolve(spec, overrides, _key_values(args.set, "--set"))
     if args.no_include_labelled:
         config.include_labelled_in_unlabelled = False
+    if args.validate:
+        config.validate = True
     out = Path(args.out or f"runs/{config.model}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
     if args.resume:
         saved = results.read_json(out / results.CONFIG)
@@ -129,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-include-labelled", action="store_true",
                        help="keep the labelled points out of the unlabelled set")
     train.add_argument("--no-progress", action="store_true")
+    train.add_argument("--validate", action="store_true",
+                       help="Pyro's argument/shape checks (slower; for writing new pairs)")
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="test error and importance-weighted log-likelihood")

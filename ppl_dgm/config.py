@@ -19,6 +19,7 @@ class TrainConfig:
     ``labels`` is the number of labelled training points (balanced across classes; ``None`` = all).
     ``alpha`` weighs the classification term; ``None`` means the papers' 0.1 * N / N_labelled.
     ``lr_decay`` multiplies the learning rate every ``lr_decay_every`` epochs, not below ``min_lr``.
+    ``validate`` turns on Pyro's argument and shape checks (slower; useful while writing a new pair).
     ``validation_size``: training points held out for model selection (default: the last 10,000
     for MNIST-sized sets, else 10%). ``steps_per_epoch`` caps the steps of an epoch (quick runs).
     """
@@ -49,6 +50,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     eval_batch_size: int = 1000
     classify_samples: int = 1
+    validate: bool = False
     dataset_options: dict[str, Any] = field(default_factory=dict)
     hparams: dict[str, Any] = field(default_factory=dict)
 

@@ -24,6 +24,7 @@ def plot_site_kl(history: xr.Dataset, path: str | os.PathLike, variable: str = "
     The LVAE paper's figure of per-layer KL shows which layers stay active during training.
     """
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     kl = history[variable].transpose("epoch", "site")
     epochs = np.asarray(kl["epoch"])
@@ -32,6 +33,7 @@ def plot_site_kl(history: xr.Dataset, path: str | os.PathLike, variable: str = "
     for site in kl["site"].values:
         ax.plot(epochs, np.asarray(kl.sel(site=site)), marker="." if len(epochs) < 30 else None,
                 label=str(site))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("KL(q || p) per site [nats]")
     ax.set_title("KL per latent site")

@@ -144,6 +144,7 @@ class Trainer:
         self.data, self.split, self.info = prepare_data(config)
         self._to_device()
 
+        pyro.enable_validation(config.validate)
         pyro.set_rng_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
         self.pair = build_pair(config, self.info).to(self.device)
