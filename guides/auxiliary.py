@@ -47,11 +47,11 @@ from typing import Any
 import pyro
 import pyro.distributions as dist
 import torch
-from ppl_dgm.guides.label import label_site
 from pyro import poutine
 from torch import nn
 from torch.nn import functional as F
 
+from ppl_dgm.guides.label import label_site
 from ppl_dgm.nn.torch_blocks import MLP, GaussianHead, MultiInputMLP
 
 

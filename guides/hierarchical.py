@@ -18,8 +18,9 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
-from ppl_dgm.models.lvae import PAPER_MIN_SCALE, GaussianMLP, _check_dims, kl_scale
 from torch import nn
+
+from ppl_dgm.models.lvae import PAPER_MIN_SCALE, GaussianMLP, _check_dims, kl_scale
 
 
 class HierarchicalGuide(nn.Module):

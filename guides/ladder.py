@@ -26,8 +26,9 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
-from ppl_dgm.models.lvae import PAPER_MIN_SCALE, GaussianMLP, _check_dims, kl_scale
 from torch import nn
+
+from ppl_dgm.models.lvae import PAPER_MIN_SCALE, GaussianMLP, _check_dims, kl_scale
 
 
 def precision_weighted_merge(loc_hat: torch.Tensor, scale_hat: torch.Tensor,

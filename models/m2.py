@@ -15,11 +15,11 @@ from typing import Any
 import pyro
 import pyro.distributions as dist
 import torch
-from ppl_dgm.guides.label import LabelGuide
 from pyro import poutine
 from torch import nn
 from torch.nn import functional as F
 
+from ppl_dgm.guides.label import LabelGuide
 from ppl_dgm.nn.torch_blocks import MultiInputMLP
 from ppl_dgm.pair import Pair
 

@@ -19,12 +19,12 @@ from typing import Any
 import pyro
 import pyro.distributions as dist
 import torch
-from ppl_dgm.guides.auxiliary import build_guide
-from ppl_dgm.models.adgm import network_hparams
 from pyro import poutine
 from torch import nn
 from torch.nn import functional as F
 
+from ppl_dgm.guides.auxiliary import build_guide
+from ppl_dgm.models.adgm import network_hparams
 from ppl_dgm.nn.torch_blocks import GaussianHead, MultiInputMLP
 from ppl_dgm.pair import Pair
 

@@ -38,6 +38,7 @@ TRAIN_FLAGS: dict[str, dict[str, Any]] = {
     "validation_size": dict(type=int),
     "steps_per_epoch": dict(type=int, help="cap on the optimiser steps of an epoch"),
     "classify_samples": dict(type=int, help="samples averaged by the classifier at evaluation"),
+    "free_bits": dict(type=float, help="free bits per latent site (unsupervised models)"),
     "backend": dict(choices=["pyro", "numpyro"], help="default pyro"),
 }
 

@@ -19,6 +19,8 @@ class TrainConfig:
     ``labels`` is the number of labelled training points (balanced across classes; ``None`` = all).
     ``alpha`` weighs the classification term; ``None`` means the papers' 0.1 * N / N_labelled.
     ``lr_decay`` multiplies the learning rate every ``lr_decay_every`` epochs, not below ``min_lr``.
+    ``free_bits`` > 0 (unsupervised models) holds each latent site's KL at or above that many nats
+    (Kingma et al. 2016; ``ppl_dgm.infer.free_bits``), an option beside warm-up.
     ``validate`` turns on Pyro's argument and shape checks (slower; useful while writing a new pair).
     ``validation_size``: training points held out for model selection (default: the last 10,000
     for MNIST-sized sets, else 10%). ``steps_per_epoch`` caps the steps of an epoch (quick runs).
@@ -51,6 +53,7 @@ class TrainConfig:
     eval_batch_size: int = 1000
     classify_samples: int = 1
     validate: bool = False
+    free_bits: float = 0.0
     dataset_options: dict[str, Any] = field(default_factory=dict)
     hparams: dict[str, Any] = field(default_factory=dict)
 

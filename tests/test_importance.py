@@ -2,10 +2,10 @@
 
 import pyro
 import torch
-from ppl_dgm.models.m2 import build
 from pyro.infer import TraceEnum_ELBO
 
 from ppl_dgm.infer.importance import log_likelihood, log_weights, pareto_k
+from ppl_dgm.models.m2 import build
 
 
 class Info:

@@ -10,12 +10,12 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from ppl_dgm.guides.ladder import precision_weighted_merge
-from ppl_dgm.models.lvae import build
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 
+from ppl_dgm.guides.ladder import precision_weighted_merge
 from ppl_dgm.infer.diagnostics import active_units, site_kl, unit_variances
+from ppl_dgm.models.lvae import build
 
 X_DIM = 12
 

@@ -6,11 +6,11 @@ import pyro
 import pytest
 import torch
 import torch.distributions as td
-from ppl_dgm.models.m2 import build
 from pyro.infer import TraceEnum_ELBO
 from torch.nn import functional as F
 
 from ppl_dgm.infer.objectives import semi_supervised_loss
+from ppl_dgm.models.m2 import build
 
 K, B, D, Z = 3, 4, 6, 2
 

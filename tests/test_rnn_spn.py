@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from pyro import poutine
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO
+
+from ppl_dgm import registry
+from ppl_dgm.infer.objectives import supervised_loss
 from ppl_dgm.models.rnn_spn import (
     build_cnn,
     build_ffn_spn,
     build_rnn_spn,
     sequence_errors,
 )
-from pyro import poutine
-from pyro.infer import Trace_ELBO, TraceEnum_ELBO
-
-from ppl_dgm import registry
-from ppl_dgm.infer.objectives import supervised_loss
 from ppl_dgm.nn.spatial import glimpse_corners, glimpse_size, identity_affine
 from ppl_dgm.train.loop import DataInfo
 from tests.conftest import mnist_dir

@@ -36,6 +36,8 @@ from ppl_dgm.config import TrainConfig
 from ppl_dgm.data import ImageData, Split, binarize_static, load_dataset, semi_supervised_split
 from ppl_dgm.infer import objectives
 from ppl_dgm.infer.annealing import LinearWarmup
+from ppl_dgm.infer.diagnostics import active_units, site_kl
+from ppl_dgm.infer.free_bits import free_bits_loss
 from ppl_dgm.infer.importance import elbo_per_example
 from ppl_dgm.pair import Pair
 
@@ -212,6 +214,8 @@ class Trainer:
             x_l = self._binarize(self.x_train[idx_l])
             loss, stats = objectives.semi_supervised_loss(
                 self.pair, self.elbo, x_l, self.y_train[idx_l], x, beta)
+        elif self.task == "unsupervised" and self.config.free_bits > 0:
+            loss, stats = free_bits_loss(self.pair, x, free_bits=self.config.free_bits, beta=beta)
         elif self.task == "unsupervised":
             loss, stats = objectives.unsupervised_loss(self.pair, self.elbo, x, beta)
         else:
@@ -271,12 +275,9 @@ class Trainer:
         if self.task != "supervised" and len(self.x_val):
             x_val = self.x_val_binary[:1000]
             record["validation_elbo"] = self.mean_elbo(x_val)
-            try:
-                from ppl_dgm.infer.diagnostics import site_kl
-            except ImportError:
-                site_kl = None
-            if site_kl is not None:
-                record["kl"] = site_kl(self.pair, x_val[:500])
+            record["kl"] = site_kl(self.pair, x_val[:500])
+            if self.task == "unsupervised":
+                record["active_units"] = active_units(self.pair, x_val, num_samples=10)
         self.pair.train()
         return record
 
@@ -357,6 +358,17 @@ class Trainer:
                  **results.environment(str(self.device))}
         results.write_history(self.run_dir / results.HISTORY, self.history, attrs)
 
+    @torch.no_grad()
+    def write_plots(self) -> None:
+        """Per-site KL against epochs (``kl.png``) and samples from the prior (``samples_prior.png``)."""
+        from ppl_dgm.plots import image_grid, plot_site_kl
+
+        if self.history and "kl" in self.history[-1]:
+            plot_site_kl(results.history_dataset(self.history, {}), self.run_dir / "kl.png")
+        if self.task == "unsupervised" and hasattr(self.pair.p, "sample_x"):
+            images = self.pair.sample_x(100).reshape(100, *self.info.image_shape).cpu().numpy()
+            image_grid(images, self.run_dir / "samples_prior.png", nrow=10)
+
     def finish(self) -> dict[str, Any]:
         """Final test-set evaluation; writes and returns ``summary.json``."""
         cfg = self.config
@@ -386,8 +398,10 @@ class Trainer:
         if self.task != "supervised":
             summary["test_elbo"] = self.mean_elbo(self.x_test_binary)
             summary["test_binarization_seed"] = TEST_BINARIZATION_SEED
-            if self.history and "kl" in self.history[-1]:
-                summary["kl"] = self.history[-1]["kl"]
+            for key in ("kl", "active_units"):
+                if self.history and key in self.history[-1]:
+                    summary[key] = self.history[-1][key]
+            self.write_plots()
         results.write_json(self.run_dir / results.SUMMARY, summary)
         self.pair.train()
         return summary
