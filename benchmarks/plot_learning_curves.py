@@ -1,7 +1,7 @@
 """Learning curves of semi-supervised runs: test error against training progress, one PNG.
 
     python benchmarks/plot_learning_curves.py \
-        --run adgm=benchmarks/results/adgm_mnist/run --run sdgm=benchmarks/results/sdgm_mnist/run \
+        --run adgm=benchmarks/results/adgm_sdgm/adgm --run sdgm=benchmarks/results/adgm_sdgm/sdgm \
         --run m2=benchmarks/results/m2_mnist/run \
         --output benchmarks/results/adgm_sdgm/learning_curves.png
 
@@ -23,8 +23,8 @@ import numpy as np
 
 from ppl_dgm import results
 
-DEFAULT_RUNS = ("adgm=benchmarks/results/adgm_mnist/run",
-                "sdgm=benchmarks/results/sdgm_mnist/run",
+DEFAULT_RUNS = ("adgm=benchmarks/results/adgm_sdgm/adgm",
+                "sdgm=benchmarks/results/adgm_sdgm/sdgm",
                 "m2=benchmarks/results/m2_mnist/run")
 
 
@@ -88,9 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                      label=f"{label} ({100 * final:.2f}% after {c['passes'][-1]:.1f} passes)")
     axes[0].set_xlabel("passes over the unlabelled set (= full epochs)")
     axes[0].set_ylabel("test error [%]")
-    axes[0].set_yscale("log")
     axes[0].set_title(args.title, fontsize="medium")
-    axes[0].grid(alpha=0.3, which="both")
+    axes[0].grid(alpha=0.3)
     axes[0].legend(fontsize="small")
     if with_kl:
         for label, c in with_kl.items():

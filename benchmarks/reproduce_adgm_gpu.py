@@ -35,17 +35,23 @@ from ppl_dgm.train.loop import Trainer
 class BudgetTrainer(Trainer):
     """A :class:`Trainer` that stops when its wall-time budget is spent.
 
-    The budget is checked before every step (an epoch may end early) and after every epoch (the
-    trainer's own loop then ends and writes its summary as usual). Epochs are evaluated with
+    The budget (training time, data loading excluded) is checked before every step (an epoch may
+    end early) and after every epoch (the trainer's own loop then ends and writes its summary as
+    usual). Epochs are evaluated with
     ``eval_samples`` samples of a; the final test error uses ``final_samples``.
     """
 
-    def __init__(self, *args: Any, deadline: float, eval_samples: int, final_samples: int,
+    def __init__(self, *args: Any, budget_seconds: float, eval_samples: int, final_samples: int,
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.deadline = deadline
+        self.budget_seconds = budget_seconds
+        self.deadline = float("inf")
         self.final_samples = final_samples
         self.config.classify_samples = eval_samples
+
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        self.deadline = time.perf_counter() + self.budget_seconds  # the clock starts here
+        return super().fit(resume)
 
     def _batches(self):
         for i, batch in enumerate(super()._batches()):
@@ -95,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     if (out / results.CHECKPOINT).exists():
         raise SystemExit(f"{out} already holds a run; pick another --out")
     trainer = BudgetTrainer(config, out, progress=not args.no_progress,
-                            deadline=started + 60 * args.minutes,
+                            budget_seconds=60 * args.minutes,
                             eval_samples=args.eval_samples, final_samples=args.classify_samples)
     summary = trainer.fit()
     wall = time.perf_counter() - started

@@ -155,3 +155,8 @@ def check_reference(name: str, num_particles: int = 1) -> float:
         torch.manual_seed(0)
         losses.append(fn().item())
     return abs(losses[0] - losses[1])
+
+
+def auxiliary_benchmark(name: str, device: torch.device, steps: int = 20) -> dict[str, float]:
+    """``step_seconds`` for ``benchmarks/throughput.py``: {"pyro": .., "torch_reference": ..}."""
+    return time_steps(name, steps=steps, device=str(device))["step_seconds"]

@@ -26,8 +26,9 @@ Networks (the authors' Lasagne code, ``skaae/recurrent-spatial-transformer-code`
   transform (``d = 2``, a 2 x 2 average), so the comparison isolates the transformer.
 
 Lasagne's defaults are kept: ReLU after every conv and hidden dense layer, Glorot-uniform weights
-and zero biases (the GRU keeps PyTorch's initialisation). The sampling convention is described in
-:mod:`ppl_dgm.nn.spatial`.
+and zero biases, GRU weights drawn from N(0, 0.1^2) with zero biases (``lasagne.layers.GRULayer``;
+it shortens the initial plateau where all T glimpses are the same whole canvas). The sampling
+convention is described in :mod:`ppl_dgm.nn.spatial`.
 """
 
 from __future__ import annotations
@@ -180,6 +181,8 @@ class RNNSPN(_Reader):
         self.classifier = GlimpseClassifier(self.size, n_classes, filters, dense)
         _glorot(self.loc)
         _glorot(self.classifier)
+        for name, p in self.rnn.named_parameters():  # Lasagne's GRULayer: N(0, 0.1^2) and 0
+            nn.init.normal_(p, 0.0, 0.1) if name.startswith("weight") else nn.init.zeros_(p)
 
     def transforms(self, images: torch.Tensor) -> torch.Tensor:
         features = self.loc(images)  # the same input at every step (the authors' Repeat layer)

@@ -39,6 +39,7 @@ TRAIN_FLAGS: dict[str, dict[str, Any]] = {
     "steps_per_epoch": dict(type=int, help="cap on the optimiser steps of an epoch"),
     "classify_samples": dict(type=int, help="samples averaged by the classifier at evaluation"),
     "free_bits": dict(type=float, help="free bits per latent site (unsupervised models)"),
+    "max_minutes": dict(type=float, help="stop after the epoch that passes this training time"),
     "backend": dict(choices=["pyro", "numpyro"], help="default pyro"),
 }
 

@@ -21,6 +21,8 @@ class TrainConfig:
     ``lr_decay`` multiplies the learning rate every ``lr_decay_every`` epochs, not below ``min_lr``.
     ``free_bits`` > 0 (unsupervised models) holds each latent site's KL at or above that many nats
     (Kingma et al. 2016; ``ppl_dgm.infer.free_bits``), an option beside warm-up.
+    ``max_minutes`` ends training after the first epoch at which that much training time has been
+    spent (equal-budget comparisons); the run is then evaluated as usual.
     ``validate`` turns on Pyro's argument and shape checks (slower; useful while writing a new pair).
     ``validation_size``: training points held out for model selection (default: the last 10,000
     for MNIST-sized sets, else 10%). ``steps_per_epoch`` caps the steps of an epoch (quick runs).
@@ -54,6 +56,7 @@ class TrainConfig:
     classify_samples: int = 1
     validate: bool = False
     free_bits: float = 0.0
+    max_minutes: float | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
     hparams: dict[str, Any] = field(default_factory=dict)
 

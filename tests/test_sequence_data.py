@@ -132,3 +132,25 @@ def test_loader_returns_float_canvases_and_caches_them(tmp_path, monkeypatch):
             # some MNIST test image of the stated label lies under the clutter there
             candidates = mnist["x_test"][mnist["y_test"] == data.y_test[i, t]] / 255.0
             assert (patch[None] >= candidates - 1e-6).all(axis=(1, 2)).any()
+
+
+def test_read_only_data_folder_is_left_alone(tmp_path, monkeypatch):
+    from ppl_dgm.data.sequence import load_mnist_sequence
+
+    images, labels = synthetic_images(m=120)
+    source = tmp_path / "ro"
+    source.mkdir()
+    np.savez(source / "mnist.npz", x_train=images, y_train=labels % 10, x_test=images[:30],
+             y_test=labels[:30] % 10)
+    source.chmod(0o555)
+    monkeypatch.delenv("PPL_DGM_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    try:
+        data = load_mnist_sequence(source, n_train=40, n_test=10, seed=1)
+        assert sorted(p.name for p in source.iterdir()) == ["mnist.npz"]
+        cached = tmp_path / "cache" / "ppl_dgm" / cache_name(3, 8, 100, 9, 40, 10, 1)
+        assert cached.is_file()
+        with np.load(cached) as f:
+            np.testing.assert_array_equal(f["x_train"] / np.float32(255), data.x_train)
+    finally:
+        source.chmod(0o755)

@@ -165,11 +165,14 @@ def cache_name(
 
 
 def _writable_dir(path: Path) -> bool:
+    """Whether to cache into ``path``: it exists or can be made, and neither its permission bits
+    nor the OS forbid writing (the bits are checked too, because root bypasses them: a folder
+    marked read-only, like a shared data folder, is left alone even then)."""
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError:
         return False
-    return os.access(path, os.W_OK)
+    return os.access(path, os.W_OK) and bool(path.stat().st_mode & 0o222)
 
 
 def _save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -95,23 +96,31 @@ class MLP(MultiInputMLP):
 class GaussianHead(nn.Module):
     """Diagonal Gaussian parameters ``(loc, scale)`` from a hidden layer.
 
-    The log-variance is unconstrained (``scale = exp(logvar / 2)``), never passed through a softplus;
-    ``min_scale`` adds an optional floor (the LVAE paper's variance floor). ``batch_norm`` normalises
-    the two heads (the LVAE paper does this on the latent mean/variance layers).
+    ``variance="exp"`` (default): the log-variance is unconstrained (``scale = exp(logvar / 2)``),
+    never passed through a softplus, and ``min_scale`` is added to the scale. ``variance="softplus"``:
+    the head gives the variance itself, ``var = softplus(h) + min_scale**2`` (the LVAE authors' code;
+    it grows linearly instead of exponentially, which keeps deep hierarchies from overflowing).
+    ``batch_norm`` normalises the two heads (the LVAE paper does this on the latent mean/variance).
     """
 
     def __init__(self, in_dim: int, out_dim: int, batch_norm: bool = False,
-                 min_scale: float = 0.0) -> None:
+                 min_scale: float = 0.0, variance: str = "exp") -> None:
+        if variance not in ("exp", "softplus"):
+            raise ValueError(f"variance must be 'exp' or 'softplus' (got {variance!r})")
         super().__init__()
         self.loc = nn.Linear(in_dim, out_dim)
         self.logvar = nn.Linear(in_dim, out_dim)
         self.loc_bn = BatchNorm(out_dim) if batch_norm else nn.Identity()
         self.logvar_bn = BatchNorm(out_dim) if batch_norm else nn.Identity()
         self.min_scale = min_scale
+        self.variance = variance
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loc = self.loc_bn(self.loc(h))
-        scale = torch.exp(0.5 * self.logvar_bn(self.logvar(h)))
+        v = self.logvar_bn(self.logvar(h))
+        if self.variance == "softplus":
+            return loc, torch.sqrt(F.softplus(v) + self.min_scale**2)
+        scale = torch.exp(0.5 * v)
         if self.min_scale > 0:
             scale = scale + self.min_scale
         return loc, scale

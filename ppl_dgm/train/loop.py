@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,29 +32,21 @@ from tqdm.auto import tqdm
 
 from ppl_dgm import registry, results
 from ppl_dgm.config import TrainConfig
-from ppl_dgm.data import ImageData, Split, binarize_static, load_dataset, semi_supervised_split
+from ppl_dgm.data import binarize_static
 from ppl_dgm.infer import objectives
 from ppl_dgm.infer.annealing import LinearWarmup
 from ppl_dgm.infer.diagnostics import active_units, site_kl
 from ppl_dgm.infer.free_bits import free_bits_loss
 from ppl_dgm.infer.importance import elbo_per_example
 from ppl_dgm.pair import Pair
-
-VALIDATION_SEED = 1
-TEST_BINARIZATION_SEED = 0
-
-
-@dataclass
-class DataInfo:
-    """What a ``build`` function may know about the data (backend-neutral)."""
-
-    x_dim: int
-    image_shape: tuple[int, ...]
-    n_classes: int
-    n_train: int
-    n_labelled: int
-    n_unlabelled: int
-    sequence_length: int = 1
+from ppl_dgm.train.common import (  # noqa: F401  (re-exported: backend-neutral pieces)
+    TEST_BINARIZATION_SEED,
+    VALIDATION_SEED,
+    DataInfo,
+    default_alpha,
+    default_validation_size,
+    prepare_data,
+)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -67,33 +58,6 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise ValueError(f"unknown device {name!r}: use auto, cpu or cuda")
     return torch.device(name)
-
-
-def default_validation_size(n_train: int) -> int:
-    return 10_000 if n_train >= 50_000 else n_train // 10
-
-
-def prepare_data(config: TrainConfig) -> tuple[ImageData, Split, DataInfo]:
-    spec = registry.get(config.model, config.backend)
-    data = load_dataset(config.dataset, config.data_dir, **config.dataset_options)
-    n_val = (config.validation_size if config.validation_size is not None
-             else default_validation_size(len(data.x_train)))
-    y_split = data.y_train if data.y_train.ndim == 1 else data.y_train[:, 0]
-    labels = config.labels if spec.task == "semi-supervised" else None
-    split = semi_supervised_split(y_split, labels, config.seed, n_val,
-                                  config.include_labelled_in_unlabelled)
-    info = DataInfo(
-        x_dim=data.x_dim, image_shape=data.image_shape, n_classes=data.n_classes,
-        n_train=len(data.x_train) - n_val, n_labelled=len(split.labelled),
-        n_unlabelled=len(split.unlabelled),
-        sequence_length=1 if data.y_train.ndim == 1 else data.y_train.shape[1],
-    )
-    return data, split, info
-
-
-def default_alpha(info: DataInfo) -> float:
-    """The auxiliary-model papers' alpha = 0.1 * N / N_labelled (about 60 for MNIST, 100 labels)."""
-    return 0.1 * info.n_unlabelled / max(info.n_labelled, 1)
 
 
 def build_pair(config: TrainConfig, info: DataInfo) -> Pair:
@@ -349,6 +313,8 @@ class Trainer:
             bar.set_postfix(post)
             self.save_checkpoint()
             self.write_records()
+            if cfg.max_minutes is not None and self.train_seconds >= 60 * cfg.max_minutes:
+                break
         bar.close()
         return self.finish()
 

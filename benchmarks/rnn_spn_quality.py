@@ -1,0 +1,128 @@
+"""RNN-SPN quality runs on a fixed budget: RNN-SPN vs FFN-SPN vs CNN, and the down-sampling study.
+
+Every run goes through the CLI (``ppl-dgm train MODEL --dataset mnist-sequence ...``) with the same
+budget (``--epochs`` x ``--steps-per-epoch`` optimiser steps of 100 canvases), one torch thread, and
+the registered defaults (RMSprop 5e-4, batch 100, gradient norm clipped at 5). The run directories
+(checkpoints) go to ``--runs``; the small outputs (``results.json``, ``results.md``, each run's
+``summary.json`` and a glimpse figure) to ``--out``.
+
+    python benchmarks/rnn_spn_quality.py --epochs 1 --steps-per-epoch 300 \
+        --models rnn-spn ffn-spn cnn-seq --study 1 2 4 --out benchmarks/results/rnn_spn
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ppl_dgm.results import read_history, read_json, write_json
+
+PAPER = {"rnn-spn": 0.015, "ffn-spn": 0.020, "cnn-seq": 0.029}
+
+
+def run_one(name: str, model: str, args: argparse.Namespace, extra: list[str]) -> dict:
+    out = Path(args.runs) / name
+    cmd = ["ppl-dgm", "train", model, "--dataset", "mnist-sequence", "--epochs", str(args.epochs),
+           "--steps-per-epoch", str(args.steps_per_epoch), "--seed", str(args.seed),
+           "--device", args.device, "--no-progress", "--out", str(out), *extra]
+    for option in args.data_option or []:
+        cmd += ["--data-option", option]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    started = time.perf_counter()
+    if not (out / "summary.json").is_file():
+        if out.exists() and not args.resume:
+            raise SystemExit(f"{out} exists without a summary; remove it or pass --resume")
+        resume = ["--resume"] if (out / "checkpoint.pt").is_file() else []
+        subprocess.run(cmd + resume, check=True, env=env)
+    wall = time.perf_counter() - started
+    summary = read_json(out / "summary.json")
+    write_json(Path(args.out) / f"{name}.summary.json", summary)
+    ds = read_history(out / "history.nc")
+    keys = [k for k in ("loss", "validation_error", "test_error", "seconds") if k in ds]
+    history = [{"epoch": int(e), **{k: float(ds[k].sel(epoch=e)) for k in keys}}
+               for e in ds["epoch"].values]
+    return {
+        "name": name, "model": model,
+        "command": f"OMP_NUM_THREADS={args.threads} " + shlex.join(cmd),
+        "wall_seconds": wall, "train_seconds": summary["train_seconds"],
+        "steps": summary["steps"],
+        "examples_seen": summary["steps"] * summary["config"]["batch_size"],
+        "downsample": summary["config"]["hparams"].get("downsample"),
+        "test_digit_error": summary["test_error"],
+        "test_sequence_error": summary.get("test_sequence_error"),
+        "test_error_at_best_validation": summary.get("test_error_at_best_validation"),
+        "paper_digit_error": PAPER.get(model) if "downsample" not in name else None,
+        "history": history,
+    }
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| run | down-sampling | steps (x100 canvases) | train s | wall s | test digit error "
+             "| test sequence error | paper |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        paper = f"{r['paper_digit_error']:.1%}" if r.get("paper_digit_error") else ""
+        lines.append(f"| {r['name']} | {r['downsample']} | {r['steps']} | {r['train_seconds']:.0f} "
+                     f"| {r['wall_seconds']:.0f} | {r['test_digit_error']:.2%} "
+                     f"| {r['test_sequence_error']:.2%} | {paper} |")
+    return "\n".join(lines) + "\n"
+
+
+def glimpse_figure(run_dir: Path, path: Path, n: int = 6) -> None:
+    from ppl_dgm.plots import plot_glimpses
+    from ppl_dgm.train.loop import load_run
+
+    trainer = load_run(run_dir, "cpu")
+    plot_glimpses(trainer.pair, trainer.x_test[:n], trainer.y_test[:n].cpu().numpy(), path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="*", default=["rnn-spn", "ffn-spn", "cnn-seq"])
+    parser.add_argument("--study", nargs="*", type=float, default=[],
+                        help="RNN-SPN down-sampling factors (3 is the rnn-spn run itself)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--steps-per-epoch", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data-option", action="append")
+    parser.add_argument("--runs", default="runs/rnn_spn")
+    parser.add_argument("--out", default="benchmarks/results/rnn_spn")
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    rows = read_json(results_path)["runs"] if results_path.is_file() else []
+    done = {r["name"] for r in rows}
+    plan = [(m, m, []) for m in args.models]
+    plan += [(f"rnn-spn-downsample{f:g}", "rnn-spn", ["--set", f"downsample={f}"])
+             for f in args.study]
+    for name, model, extra in plan:
+        if name in done:
+            continue
+        print(f"== {name}", flush=True)
+        rows.append(run_one(name, model, args, extra))
+        write_json(results_path, {"budget": {"epochs": args.epochs,
+                                             "steps_per_epoch": args.steps_per_epoch,
+                                             "batch_size": 100, "threads": args.threads},
+                                  "python": sys.version.split()[0], "runs": rows})
+        (out / "results.md").write_text(table(rows))
+        print(json.dumps({k: rows[-1][k] for k in ("name", "wall_seconds", "test_digit_error",
+                                                   "test_sequence_error")}), flush=True)
+    if (Path(args.runs) / "rnn-spn" / "summary.json").is_file():
+        glimpse_figure(Path(args.runs) / "rnn-spn", out / "glimpses_rnn_spn.png")
+    if (Path(args.runs) / "ffn-spn" / "summary.json").is_file():
+        glimpse_figure(Path(args.runs) / "ffn-spn", out / "glimpses_ffn_spn.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Network blocks for the NumPyro (JAX/flax) backend, mirroring ``ppl_dgm.nn.torch_blocks``.
+
+All blocks accept inputs with any number of leading batch dimensions, so that the extra leading
+dimensions introduced by parallel enumeration (``y``) and vectorised particles broadcast through them.
+Inside a NumPyro program they are registered with ``numpyro.contrib.module.flax_module`` (with
+``mutable=["batch_stats"]`` when batch normalisation is on); ``train=False`` selects the running
+statistics, so predictions do not depend on the composition of a test batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": nn.relu,
+    "leaky_relu": lambda h: nn.leaky_relu(h, 0.01),  # torch's default slope
+    "softplus": nn.softplus,
+    "tanh": jnp.tanh,
+    "elu": nn.elu,
+}
+
+
+def activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    """An activation function by name (``relu``, ``leaky_relu``, ``softplus``, ``tanh``, ``elu``)."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}") from None
+
+
+def batch_norm(train: bool, name: str | None = None) -> nn.BatchNorm:
+    """Batch normalisation over every leading dimension (features last), torch's momentum and eps.
+
+    Under enumeration a hidden layer has shape ``(n_labels, B, H)``: its statistics are taken over
+    every row, as in ``torch_blocks.BatchNorm``. The running averages use torch's convention
+    (new = 0.9 old + 0.1 batch, i.e. flax ``momentum=0.9``).
+    """
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+
+
+class MultiInputMLP(nn.Module):
+    """``act(BN(sum_i W_i u_i + b))`` followed by further hidden layers.
+
+    Each input is projected with its own ``Dense`` and the projections are summed (the authors'
+    ``Dense(a) + Dense(x) + Dense(y)``) instead of concatenating the inputs: under parallel
+    enumeration of ``y`` the projection of ``x`` is computed once per data point, not once per label.
+    Inputs broadcast against each other, e.g. x of shape (B, D) with y of shape (10, 1, 10).
+    Only the first projection has a bias (the sum needs one).
+    """
+
+    hidden: Sequence[int]
+    act: str = "relu"
+    batch_norm: bool = False
+
+    @nn.compact
+    def __call__(self, *inputs: jax.Array, train: bool = True) -> jax.Array:
+        if not self.hidden:
+            raise ValueError("MultiInputMLP needs at least one hidden layer")
+        f = activation(self.act)
+        h = nn.Dense(self.hidden[0], name="input_0")(inputs[0])
+        for i, u in enumerate(inputs[1:], start=1):
+            h = h + nn.Dense(self.hidden[0], use_bias=False, name=f"input_{i}")(u)
+        if self.batch_norm:
+            h = batch_norm(train, name="bn_0")(h)
+        h = f(h)
+        for i, width in enumerate(self.hidden[1:], start=1):
+            h = nn.Dense(width, name=f"dense_{i}")(h)
+            if self.batch_norm:
+                h = batch_norm(train, name=f"bn_{i}")(h)
+            h = f(h)
+        return h
+
+
+class GaussianHead(nn.Module):
+    """Diagonal Gaussian parameters ``(loc, scale)`` from a hidden layer.
+
+    The log-variance is unconstrained (``scale = exp(logvar / 2)``), never passed through a softplus;
+    ``min_scale`` adds an optional floor (the LVAE paper's variance floor). ``batch_norm`` normalises
+    the two heads (the LVAE paper does this on the latent mean/variance layers).
+    """
+
+    out_dim: int
+    batch_norm: bool = False
+    min_scale: float = 0.0
+
+    @nn.compact
+    def __call__(self, h: jax.Array, train: bool = True) -> tuple[jax.Array, jax.Array]:
+        loc = nn.Dense(self.out_dim, name="loc")(h)
+        logvar = nn.Dense(self.out_dim, name="logvar")(h)
+        if self.batch_norm:
+            loc = batch_norm(train, name="loc_bn")(loc)
+            logvar = batch_norm(train, name="logvar_bn")(logvar)
+        scale = jnp.exp(0.5 * logvar)
+        if self.min_scale > 0:
+            scale = scale + self.min_scale
+        return loc, scale
