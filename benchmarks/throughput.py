@@ -3,8 +3,8 @@
     python benchmarks/throughput.py                 # M2, paper sizes, a table
     python benchmarks/throughput.py --model adgm --json
 
-For M2 one step is 100 labelled + 100 unlabelled MNIST-sized points (x of 784 dimensions, one hidden
-layer of 500 units, z of 50 dimensions), the unlabelled labels enumerated. Two plain PyTorch losses
+For M2 one step is 100 labelled + 100 unlabelled MNIST-sized points (x of 784 dimensions,
+the registered networks: two ReLU layers of 500 units, z of 50 dimensions), the unlabelled labels enumerated. Two plain PyTorch losses
 compute the same bounds by hand: ``torch_reference`` concatenates [x, y] and repeats x once per label
 (the usual way to write M2), ``torch_reference_sum`` uses the pair's own per-input projections. The
 ratios are measured side by side in one process, steps interleaved, medians reported.
@@ -28,6 +28,7 @@ from torch.nn import functional as F
 
 from ppl_dgm import registry
 from ppl_dgm.infer.objectives import semi_supervised_loss
+from ppl_dgm.nn.torch_blocks import activation
 from ppl_dgm.train.loop import resolve_device
 
 X_DIM, N_CLASSES, BATCH = 784, 10, 100
@@ -52,14 +53,19 @@ def _sync(device: torch.device) -> None:
 class ConcatM2(nn.Module):
     """M2 networks that take the concatenation [x, one_hot(y)] (x repeated per label)."""
 
-    def __init__(self, hidden: int = 500, z_dim: int = 50) -> None:
+    def __init__(self, hidden: list[int], z_dim: int, act: str) -> None:
         super().__init__()
-        self.classifier = nn.Sequential(nn.Linear(X_DIM, hidden), nn.BatchNorm1d(hidden),
-                                        nn.Softplus(), nn.Linear(hidden, N_CLASSES))
-        self.encoder = nn.Sequential(nn.Linear(X_DIM + N_CLASSES, hidden), nn.BatchNorm1d(hidden),
-                                     nn.Softplus(), nn.Linear(hidden, 2 * z_dim))
-        self.decoder = nn.Sequential(nn.Linear(z_dim + N_CLASSES, hidden), nn.BatchNorm1d(hidden),
-                                     nn.Softplus(), nn.Linear(hidden, X_DIM))
+
+        def mlp(d_in: int, d_out: int) -> nn.Sequential:
+            layers: list[nn.Module] = []
+            for h in hidden:
+                layers += [nn.Linear(d_in, h), nn.BatchNorm1d(h), activation(act)]
+                d_in = h
+            return nn.Sequential(*layers, nn.Linear(d_in, d_out))
+
+        self.classifier = mlp(X_DIM, N_CLASSES)
+        self.encoder = mlp(X_DIM + N_CLASSES, 2 * z_dim)
+        self.decoder = mlp(z_dim + N_CLASSES, X_DIM)
 
 
 def _bound(encode, decode, x, y_onehot):
@@ -137,12 +143,13 @@ def time_steps(fns: dict, params: dict, steps: int, device: torch.device) -> dic
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def m2_benchmark(device: torch.device, steps: int) -> dict:
+def m2_benchmark(device: torch.device, steps: int, overrides: dict | None = None) -> dict:
     spec = registry.get("m2")
     alpha = 50.0
     info = SimpleNamespace(x_dim=X_DIM, n_classes=N_CLASSES)
-    pair = spec.builder()({**spec.hparams, "alpha": alpha}, info).to(device)
-    net = ConcatM2(spec.hparams["hidden"][0], spec.hparams["z_dim"]).to(device)
+    hparams = {**spec.hparams, **(overrides or {}), "alpha": alpha}
+    pair = spec.builder()(hparams, info).to(device)
+    net = ConcatM2(hparams["hidden"], hparams["z_dim"], hparams["activation"]).to(device)
     elbo = TraceEnum_ELBO(max_plate_nesting=1)
     x_l = torch.bernoulli(torch.full((BATCH, X_DIM), 0.3, device=device))
     x_u = torch.bernoulli(torch.full((BATCH, X_DIM), 0.3, device=device))
@@ -166,6 +173,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--paper-networks", action="store_true",
+                        help="M2 with Kingma et al.'s networks (one softplus layer of 500)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -173,14 +182,15 @@ def main(argv: list[str] | None = None) -> dict:
     pyro.enable_validation(False)  # as in training (TrainConfig.validate defaults to False)
     torch.manual_seed(0)
     if args.model == "m2":
-        step_seconds = m2_benchmark(device, args.steps)
+        paper = {"hidden": [500], "activation": "softplus"} if args.paper_networks else None
+        step_seconds = m2_benchmark(device, args.steps, paper)
     else:
         from throughput_auxiliary import MODELS, auxiliary_benchmark
 
         if args.model not in MODELS:
             raise SystemExit(f"no throughput benchmark for {args.model!r}")
         step_seconds = auxiliary_benchmark(args.model, device, args.steps)
-    record = {"model": args.model, "device": str(device), "threads": torch.get_num_threads(),
+    record = {"model": args.model + ("-paper-networks" if args.paper_networks else ""), "device": str(device), "threads": torch.get_num_threads(),
               "step_seconds": step_seconds, "matmul_gflops": matmul_gflops(device),
               "ratios": {k: step_seconds["pyro"] / v for k, v in step_seconds.items()
                          if k != "pyro"}}

@@ -60,10 +60,20 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def trainer_class(backend: str) -> Any:
+    """The trainer of a backend, imported lazily (the Pyro side never imports JAX, nor the reverse)."""
+    if backend == "numpyro":
+        from ppl_dgm.train.numpyro_loop import NumPyroTrainer
+
+        return NumPyroTrainer
     from ppl_dgm.train.loop import Trainer
 
+    return Trainer
+
+
+def cmd_train(args: argparse.Namespace) -> int:
     spec = registry.get(args.model, args.backend or "pyro")
+    Trainer = trainer_class(spec.backend)
     overrides = {name: getattr(args, name) for name in TRAIN_FLAGS}
     overrides["dataset_options"] = _key_values(args.data_option, "--data-option") or None
     config = resolve(spec, overrides, _key_values(args.set, "--set"))
@@ -77,7 +87,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         saved["epochs"] = config.epochs if args.epochs is not None else saved["epochs"]
         saved["device"] = config.device
         config = type(config).from_dict(saved)
-    elif (out / results.CHECKPOINT).exists():
+    elif (out / getattr(Trainer, "checkpoint_name", results.CHECKPOINT)).exists():
         raise ValueError(f"{out} already holds a run; pass --resume to continue it or pick --out")
     summary = Trainer(config, out, progress=not args.no_progress).fit(resume=args.resume)
     print(f"run directory: {out}")

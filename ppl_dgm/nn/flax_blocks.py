@@ -10,10 +10,12 @@ statistics, so predictions do not depend on the composition of a test batch.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from numpyro.contrib.module import flax_module
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nn.relu,
@@ -98,3 +100,26 @@ class GaussianHead(nn.Module):
         if self.min_scale > 0:
             scale = scale + self.min_scale
         return loc, scale
+
+
+def network(name: str, module: nn.Module, *example_inputs: jax.Array,
+            batch_norm: bool = False) -> Callable[..., Any]:
+    """Register ``module`` in the running NumPyro program (``flax_module``) and return its apply.
+
+    ``example_inputs`` initialise the parameters on the first call (site ``name$params``); with
+    ``batch_norm`` the running statistics are the mutable site ``name$state``
+    (``mutable=["batch_stats"]``). Call the result as ``net(*inputs, train=...)``.
+    """
+    return flax_module(name, module, *example_inputs,
+                       mutable=["batch_stats"] if batch_norm else None)
+
+
+def apply(module: nn.Module, params: dict[str, Any], name: str, *inputs: jax.Array,
+          **kwargs: Any) -> Any:
+    """Apply a module registered as ``name`` outside a program, reading ``params`` (evaluation).
+
+    ``params`` holds the program's site values (``name$params`` and, with batch norm,
+    ``name$state``); batch norm should be called with ``train=False`` here.
+    """
+    variables = {"params": params[f"{name}$params"], **params.get(f"{name}$state", {})}
+    return module.apply(variables, *inputs, **kwargs)

@@ -199,23 +199,19 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- evaluation
     @torch.no_grad()
+    def predictions(self, x: torch.Tensor) -> torch.Tensor:
+        """The classifier's most probable labels, in batches of ``eval_batch_size``."""
+        bs = self.config.eval_batch_size
+        return torch.cat([self.pair.classify(x[s:s + bs], self.config.classify_samples).argmax(-1)
+                          for s in range(0, len(x), bs)])
+
     def classification_error(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """Fraction of wrong labels (every position counts for sequences)."""
-        wrong = 0
-        bs = self.config.eval_batch_size
-        for start in range(0, len(x), bs):
-            probs = self.pair.classify(x[start:start + bs], self.config.classify_samples)
-            wrong += (probs.argmax(-1) != y[start:start + bs]).sum().item()
-        return wrong / y.numel()
+        return (self.predictions(x) != y).float().mean().item()
 
-    @torch.no_grad()
     def sequence_error(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        wrong = 0
-        bs = self.config.eval_batch_size
-        for start in range(0, len(x), bs):
-            probs = self.pair.classify(x[start:start + bs], self.config.classify_samples)
-            wrong += (probs.argmax(-1) != y[start:start + bs]).any(-1).sum().item()
-        return wrong / len(y)
+        """Fraction of sequences with at least one wrong label."""
+        return (self.predictions(x) != y).any(-1).float().mean().item()
 
     @torch.no_grad()
     def mean_elbo(self, x: torch.Tensor) -> float:

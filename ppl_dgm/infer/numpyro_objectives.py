@@ -1,0 +1,119 @@
+"""Objectives and evaluation for the NumPyro backend (the twin of ``ppl_dgm.infer.objectives``).
+
+- :func:`semi_supervised` turns a pair's ``model``/``guide`` into programs of one training step's
+  two batches: the program on the labelled batch (``y`` observed, the guide's classification factor)
+  plus the program on the unlabelled batch (``y`` enumerated), each under ``handlers.scale(1 / B)``,
+  so their ELBO is mean_labelled [L(x, y) + alpha * log q(y|x)] + mean_unlabelled U(x), weighted as
+  the authors' code (and ``objectives.semi_supervised_loss``) weighs them.
+- :class:`EnumELBO` is NumPyro's ``TraceEnum_ELBO`` that also returns the mutable state (the batch
+  statistics of ``flax_module(..., mutable=["batch_stats"])``), which ``TraceEnum_ELBO`` itself does
+  not support, so one ``SVI.update`` trains networks with batch normalisation.
+- :func:`elbo_per_example` and :func:`site_kl` are the evaluation quantities of the Pyro trainer.
+
+Importing this module imports JAX and NumPyro, never torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from numpyro import handlers
+from numpyro.infer import ELBO, TraceEnum_ELBO
+from numpyro.primitives import Messenger
+
+from ppl_dgm.numpyro_pair import NumPyroPair
+
+LABELLED, UNLABELLED = "labelled", "unlabelled"
+
+
+def semi_supervised(program: Callable[..., Any]) -> Callable[..., None]:
+    """``program(x, y=None, *, beta, train)`` -> ``ss(x_l, y_l, x_u, *, beta, train)``.
+
+    The two calls get the site prefixes ``labelled/`` and ``unlabelled/`` (parameters and mutable
+    state are shared: their names are not prefixed) and the scales ``1 / B_l`` and ``1 / B_u``.
+    Use the same wrapping for the model and the guide.
+    """
+
+    def ss(x_l: jax.Array, y_l: jax.Array, x_u: jax.Array, *, beta: float | jax.Array = 1.0,
+           train: bool = True) -> None:
+        keep = ["param", "mutable"]
+        with handlers.scope(prefix=LABELLED, hide_types=keep), handlers.scale(scale=1 / len(x_l)):
+            program(x_l, y_l, beta=beta, train=train)
+        with handlers.scope(prefix=UNLABELLED, hide_types=keep), \
+                handlers.scale(scale=1 / len(x_u)):
+            program(x_u, None, beta=beta, train=train)
+
+    return ss
+
+
+class _collect_mutable(Messenger):
+    """Keeps a reference to the value of every ``numpyro.mutable`` site in ``store``.
+
+    ``flax_module`` updates the (copied) state dict of its site in place after applying the
+    network, so once the program has run, ``store`` holds the new batch statistics.
+    """
+
+    def __init__(self, fn: Callable[..., Any], store: dict[str, Any]) -> None:
+        self.store = store
+        super().__init__(fn)
+
+    def postprocess_message(self, msg: dict[str, Any]) -> None:
+        if msg["type"] == "mutable":
+            self.store[msg["name"]] = msg["value"]
+
+
+class EnumELBO(ELBO):
+    """``TraceEnum_ELBO`` (exact sums over enumerated guide sites) with mutable-state support.
+
+    ``TraceEnum_ELBO`` runs the programs several times (shape inference, provenance tracking, then
+    the enumerated traces it scores); the state kept is the one of the last, scored run. Particles
+    (``num_particles`` > 1) are averaged in a Python loop, so the state never leaves a ``vmap``.
+    """
+
+    can_infer_discrete = True
+
+    def __init__(self, num_particles: int = 1, max_plate_nesting: int = 1) -> None:
+        super().__init__(num_particles=num_particles, vectorize_particles=False)
+        self.single = TraceEnum_ELBO(num_particles=1, max_plate_nesting=max_plate_nesting)
+
+    def loss_with_mutable_state(self, rng_key: jax.Array, param_map: dict[str, Any],
+                                model: Callable[..., Any], guide: Callable[..., Any],
+                                *args: Any, **kwargs: Any) -> dict[str, Any]:
+        store: dict[str, Any] = {}
+        model, guide = _collect_mutable(model, store), _collect_mutable(guide, store)
+        keys = jax.random.split(rng_key, self.num_particles) if self.num_particles > 1 else [rng_key]
+        losses = [self.single.loss(key, param_map, model, guide, *args, **kwargs) for key in keys]
+        return {"loss": sum(losses) / len(losses), "mutable_state": dict(store) or None}
+
+
+def elbo_per_example(pair: NumPyroPair, params: dict[str, Any], x: jax.Array,
+                     rng_key: jax.Array) -> jax.Array:
+    """The ELBO (beta = 1, y unobserved and enumerated, running batch statistics), nats per example."""
+    elbo = TraceEnum_ELBO(max_plate_nesting=pair.max_plate_nesting)
+    return -elbo.loss(rng_key, params, pair.model, pair.guide, x, None, beta=1.0,
+                      train=False) / x.shape[0]
+
+
+def site_kl(pair: NumPyroPair, params: dict[str, Any], x: jax.Array,
+            rng_key: jax.Array) -> dict[str, jax.Array]:
+    """KL per latent site in nats per data point: mean over x of log q(site) - log p(site).
+
+    One guide trace (discrete ``y`` sampled, not enumerated) replayed in the model, as
+    ``ppl_dgm.infer.diagnostics.site_kl`` does for the Pyro backend.
+    """
+    guide = handlers.substitute(handlers.seed(pair.guide, rng_key), data=params)
+    guide_trace = handlers.trace(guide).get_trace(x, None, beta=1.0, train=False)
+    model = handlers.replay(handlers.substitute(handlers.seed(pair.model, rng_key), data=params),
+                            guide_trace)
+    model_trace = handlers.trace(model).get_trace(x, None, beta=1.0, train=False)
+    kl = {}
+    for name, site in guide_trace.items():
+        if site["type"] != "sample" or site["is_observed"]:
+            continue
+        p_site = model_trace[name]
+        log_ratio = site["fn"].log_prob(site["value"]) - p_site["fn"].log_prob(p_site["value"])
+        kl[name] = jnp.mean(log_ratio)
+    return kl

@@ -1,0 +1,397 @@
+"""The training loop of the NumPyro backend: ``numpyro.infer.SVI`` with optax, checkpoints, records.
+
+The twin of ``ppl_dgm.train.loop.Trainer`` (same constructor, ``fit``, run directory and summary
+keys) for pairs registered with ``backend="numpyro"``. One SVI step is one jit-compiled function of
+the SVI state, the on-device training arrays and the step's index batches: it gathers the labelled
+and the unlabelled batch, binarises them dynamically (``jax.random.bernoulli``, keyed by the step
+number), and calls ``SVI.update`` with :class:`ppl_dgm.infer.numpyro_objectives.EnumELBO` on the
+:func:`~ppl_dgm.infer.numpyro_objectives.semi_supervised` programs, whose loss is
+mean_labelled [L + alpha * CE] + mean_unlabelled U as in ``objectives.semi_supervised_loss``.
+
+Everything is seeded from ``config.seed``: the data split and the batch order use numpy exactly as
+the Pyro trainer does (both backends see the same batches), the parameters and the ELBO's noise
+come from ``jax.random.PRNGKey(config.seed)``. The run directory receives ``config.json``,
+``checkpoint.pkl`` (each epoch, atomically: SVI state with parameters, optimiser and batch-norm
+state, numpy RNG, history), ``history.nc`` and ``summary.json``; ``resume=True`` continues from the
+checkpoint and gives the same result as an uninterrupted run. Importing this module never imports
+torch.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from numpyro.infer import SVI
+from numpyro.optim import optax_to_numpyro
+from tqdm.auto import tqdm
+
+from ppl_dgm import registry, results
+from ppl_dgm.config import TrainConfig
+from ppl_dgm.data import binarize_static
+from ppl_dgm.infer.annealing import LinearWarmup
+from ppl_dgm.infer.numpyro_objectives import EnumELBO, elbo_per_example, semi_supervised, site_kl
+from ppl_dgm.numpyro_pair import NumPyroPair
+from ppl_dgm.train.common import (
+    TEST_BINARIZATION_SEED,
+    VALIDATION_SEED,
+    DataInfo,
+    default_alpha,
+    prepare_data,
+)
+
+CHECKPOINT = "checkpoint.pkl"
+
+
+def resolve_device(name: str) -> jax.Device:
+    """``auto`` is JAX's default device (a GPU when jaxlib has one); ``cuda`` without one is an error."""
+    if name == "auto":
+        return jax.devices()[0]
+    if name == "cpu":
+        return jax.devices("cpu")[0]
+    if name.startswith("cuda"):
+        try:
+            gpus = jax.devices("gpu")
+        except RuntimeError:
+            gpus = []
+        index = int(name.partition(":")[2] or 0)
+        if index >= len(gpus):
+            raise RuntimeError(f"--device {name} was asked for but JAX sees {len(gpus)} GPU(s)")
+        return gpus[index]
+    raise ValueError(f"unknown device {name!r}: use auto, cpu or cuda")
+
+
+def device_name(device: jax.Device) -> str:
+    """``cpu`` or ``cuda:N`` (the Pyro trainer's spelling)."""
+    return "cpu" if device.platform == "cpu" else f"cuda:{device.id}"
+
+
+def build_pair(config: TrainConfig, info: DataInfo) -> NumPyroPair:
+    """The registered NumPyro pair, with alpha (default 0.1 * N / N_labelled) for semi-supervised."""
+    spec = registry.get(config.model, config.backend)
+    hparams = dict(config.hparams)
+    if spec.task == "semi-supervised":
+        hparams["alpha"] = config.alpha if config.alpha is not None else default_alpha(info)
+    return spec.builder()(hparams, info)
+
+
+def learning_rate(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
+    """lr * lr_decay ** (epoch // lr_decay_every), not below min_lr (the Pyro trainer's schedule)."""
+    floor = config.min_lr / config.lr
+
+    def schedule(count: jax.Array) -> jax.Array:
+        if config.lr_decay_every <= 0:
+            return jnp.asarray(config.lr, jnp.float32)
+        epoch = count // steps_per_epoch
+        factor = jnp.maximum(config.lr_decay ** (epoch // config.lr_decay_every), floor)
+        return (config.lr * factor).astype(jnp.float32)
+
+    return schedule
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+    """Adam (``adam_betas``) or RMSprop through optax, after global-norm clipping if ``clip_norm``."""
+    lr = learning_rate(config, steps_per_epoch)
+    if config.optimizer == "adam":
+        opt = optax.adam(lr, b1=config.adam_betas[0], b2=config.adam_betas[1])
+    elif config.optimizer == "rmsprop":
+        # torch.optim.RMSprop's defaults: alpha (decay) 0.99, eps 1e-8 outside the square root
+        opt = optax.rmsprop(lr, decay=0.99, eps=1e-8)
+    else:
+        raise ValueError(f"unknown optimizer {config.optimizer!r}: use adam or rmsprop")
+    if config.clip_norm:
+        opt = optax.chain(optax.clip_by_global_norm(config.clip_norm), opt)
+    return opt
+
+
+class NumPyroTrainer:
+    """Trains one registered NumPyro pair on one data set; see the module docstring.
+
+    Only semi-supervised pairs (M2 so far) have a NumPyro training step.
+    """
+
+    checkpoint_name = CHECKPOINT
+
+    def __init__(self, config: TrainConfig, run_dir: str | Path, progress: bool = True) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.spec = registry.get(config.model, config.backend)
+        self.task = self.spec.task
+        if self.task != "semi-supervised":
+            raise NotImplementedError(
+                f"the NumPyro trainer handles semi-supervised pairs only ({config.model} is "
+                f"{self.task}); use --backend pyro")
+        if config.elbo != "trace_enum":
+            raise ValueError(f"the NumPyro trainer uses TraceEnum_ELBO (got --elbo {config.elbo})")
+        if config.free_bits > 0:
+            raise ValueError("free bits are not implemented for the NumPyro backend")
+        self.device = resolve_device(config.device)
+        self.data, self.split, self.info = prepare_data(config)
+        self._to_device()
+
+        self.rng = np.random.default_rng(config.seed)
+        init_key, self.binarize_key, self.eval_key = jax.random.split(
+            jax.random.PRNGKey(config.seed), 3)
+        self.pair = build_pair(config, self.info)
+        self.steps_per_epoch = self._steps_per_epoch()
+        self.schedule = learning_rate(config, self.steps_per_epoch)
+        self.elbo = EnumELBO(config.num_particles, self.pair.max_plate_nesting)
+        self.svi = SVI(semi_supervised(self.pair.model), semi_supervised(self.pair.guide),
+                       optax_to_numpyro(make_optimizer(config, self.steps_per_epoch)), self.elbo)
+        self.batch_sizes = (min(config.labelled_batch_size, len(self.labelled)), config.batch_size)
+        idx_l = jnp.asarray(self.split.labelled[:self.batch_sizes[0]], jnp.int32)
+        idx_u = jnp.asarray(self.split.unlabelled[:self.batch_sizes[1]], jnp.int32)
+        with jax.default_device(self.device):
+            self.svi_state = self.svi.init(init_key, self.x_train[idx_l], self.y_train[idx_l],
+                                           self.x_train[idx_u], beta=1.0)
+        self.warmup = LinearWarmup(round(config.warmup_epochs * self.steps_per_epoch))
+        self._step_fn = jax.jit(self._train_step)
+        self._classify = jax.jit(self.pair.classify)
+        self._elbo = jax.jit(partial(elbo_per_example, self.pair))
+        self._site_kl = jax.jit(partial(site_kl, self.pair))
+        self.compile_seconds = 0.0
+        self.epoch = 0
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.train_seconds = 0.0
+
+    # ----------------------------------------------------------------------------- data
+    def _array(self, x: np.ndarray, dtype: Any = jnp.float32) -> jax.Array:
+        x = np.asarray(x)
+        if dtype == jnp.float32:
+            x = x.reshape(len(x), -1)
+        return jax.device_put(jnp.asarray(x, dtype), self.device)
+
+    def _to_device(self) -> None:
+        d, s = self.data, self.split
+        n_train = len(d.x_train) - len(s.validation)
+        self.x_train = self._array(d.x_train[:n_train])
+        self.y_train = self._array(d.y_train[:n_train], jnp.int32)
+        # Classifiers read the intensities; likelihoods are measured on data binarised once.
+        x_val = d.x_train[s.validation]
+        self.x_val = self._array(x_val)
+        self.y_val = self._array(d.y_train[s.validation], jnp.int32)
+        self.x_test = self._array(d.x_test)
+        self.y_test = self._array(d.y_test, jnp.int32)
+        self.x_val_binary = self._array(binarize_static(x_val, VALIDATION_SEED))
+        self.x_test_binary = self._array(binarize_static(d.x_test, TEST_BINARIZATION_SEED))
+        self.labelled = np.asarray(s.labelled)
+        self.unlabelled = np.asarray(s.unlabelled)
+
+    def _steps_per_epoch(self) -> int:
+        steps = max(len(self.unlabelled) // self.config.batch_size, 1)
+        return min(steps, self.config.steps_per_epoch or steps)
+
+    def _batches(self):
+        """Index batches for one epoch, drawn exactly as the Pyro trainer draws them."""
+        cfg = self.config
+        order = self.rng.permutation(len(self.unlabelled))
+        n_l = len(self.labelled)
+        for i in range(self.steps_per_epoch):
+            batch = self.unlabelled[order[i * cfg.batch_size:(i + 1) * cfg.batch_size]]
+            pick = self.rng.choice(n_l, self.batch_sizes[0], replace=False)
+            yield self.labelled[pick], batch
+
+    # ----------------------------------------------------------------------------- steps
+    def _train_step(self, svi_state: Any, x_train: jax.Array, y_train: jax.Array,
+                    idx_l: jax.Array, idx_u: jax.Array, step: jax.Array,
+                    beta: jax.Array) -> tuple[Any, jax.Array]:
+        """One SVI step on a labelled and an unlabelled batch, binarised here (inside jit)."""
+        key_l, key_u = jax.random.split(jax.random.fold_in(self.binarize_key, step))
+        x_l = jax.random.bernoulli(key_l, x_train[idx_l]).astype(x_train.dtype)
+        x_u = jax.random.bernoulli(key_u, x_train[idx_u]).astype(x_train.dtype)
+        return self.svi.update(svi_state, x_l, y_train[idx_l], x_u, beta=beta)
+
+    def _step_args(self, idx_l: np.ndarray, idx_u: np.ndarray, step: int, beta: float) -> tuple:
+        return (self.x_train, self.y_train, jnp.asarray(idx_l, jnp.int32),
+                jnp.asarray(idx_u, jnp.int32), jnp.asarray(step, jnp.int32),
+                jnp.asarray(beta, jnp.float32))
+
+    def compile(self) -> None:
+        """Compile the training step ahead of time (kept out of the epochs' timings)."""
+        if not isinstance(self._step_fn, jax.stages.Compiled):
+            started = time.perf_counter()
+            idx_l = self.labelled[:self.batch_sizes[0]]
+            idx_u = self.unlabelled[:self.batch_sizes[1]]
+            self._step_fn = self._step_fn.lower(
+                self.svi_state, *self._step_args(idx_l, idx_u, 0, 1.0)).compile()
+            self.compile_seconds += time.perf_counter() - started
+
+    def train_step(self, idx_l: np.ndarray, idx_u: np.ndarray) -> tuple[jax.Array, float]:
+        """One optimiser step; returns the (device) loss and beta."""
+        beta = self.warmup(self.step)
+        self.svi_state, loss = self._step_fn(self.svi_state,
+                                             *self._step_args(idx_l, idx_u, self.step, beta))
+        self.step += 1
+        return loss, beta
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The parameters and batch-norm statistics: every site value the programs read."""
+        return {**self.svi.get_params(self.svi_state), **(self.svi_state.mutable_state or {})}
+
+    # ----------------------------------------------------------------------------- evaluation
+    def classification_error(self, x: jax.Array, y: jax.Array) -> float:
+        """Fraction of wrong labels of q(y | x) (batch norm on its running statistics)."""
+        params, wrong, bs = self.params, 0, self.config.eval_batch_size
+        for start in range(0, len(x), bs):
+            probs = self._classify(params, x[start:start + bs])
+            wrong += int((probs.argmax(-1) != y[start:start + bs]).sum())
+        return wrong / len(y)
+
+    def mean_elbo(self, x: jax.Array) -> float:
+        """The ELBO (y enumerated, beta = 1) in nats per example, with fixed noise keys."""
+        params, total, bs = self.params, 0.0, self.config.eval_batch_size
+        for i, start in enumerate(range(0, len(x), bs)):
+            xb = x[start:start + bs]
+            total += float(self._elbo(params, xb, jax.random.fold_in(self.eval_key, i))) * len(xb)
+        return total / len(x)
+
+    def evaluate_epoch(self) -> dict[str, Any]:
+        record: dict[str, Any] = {}
+        if len(self.x_val):
+            record["validation_error"] = self.classification_error(self.x_val, self.y_val)
+        # recorded for learning curves only; model selection reads validation_error
+        record["test_error"] = self.classification_error(self.x_test, self.y_test)
+        if len(self.x_val):
+            x_val = self.x_val_binary[:1000]
+            record["validation_elbo"] = self.mean_elbo(x_val)
+            kl = self._site_kl(self.params, x_val[:500], self.eval_key)
+            record["kl"] = {name: float(value) for name, value in kl.items()}
+        return record
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "svi_state": jax.device_get(self.svi_state), "epoch": self.epoch, "step": self.step,
+            "train_seconds": self.train_seconds, "history": self.history,
+            "numpy_rng": self.rng.bit_generator.state, "config": self.config.to_dict(),
+        }
+
+    def save_checkpoint(self) -> None:
+        state = self.checkpoint_state()
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+        results.atomic_write(self.run_dir / CHECKPOINT, write)
+
+    def load_checkpoint(self, path: str | Path | None = None) -> None:
+        path = Path(path or self.run_dir / CHECKPOINT)
+        if not path.is_file():
+            raise FileNotFoundError(f"no checkpoint at {path} to resume from")
+        with open(path, "rb") as f:
+            state = pickle.load(f)
+        self.svi_state = jax.device_put(state["svi_state"], self.device)
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.train_seconds, self.history = state["train_seconds"], state["history"]
+        self.rng.bit_generator.state = state["numpy_rng"]
+
+    # ----------------------------------------------------------------------------- the run
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        cfg = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.load_checkpoint()
+        results.write_json(self.run_dir / results.CONFIG, cfg.to_dict())
+        self.compile()
+        total = cfg.epochs * self.steps_per_epoch
+        bar = tqdm(total=total, initial=self.epoch * self.steps_per_epoch, disable=not self.progress,
+                   desc=f"{cfg.model} on {cfg.dataset} (numpyro)", dynamic_ncols=True)
+        while self.epoch < cfg.epochs:
+            started, losses, betas = time.perf_counter(), [], []
+            for idx_l, idx_u in self._batches():
+                loss, beta = self.train_step(idx_l, idx_u)
+                losses.append(loss)
+                betas.append(beta)
+                bar.update(1)
+                if len(losses) % 10 == 0:
+                    bar.set_postfix(loss=f"{float(loss):.2f}", beta=f"{beta:.2f}")
+            mean_loss = float(jnp.mean(jnp.stack(losses)))  # waits for the epoch's last step
+            seconds = time.perf_counter() - started
+            if not math.isfinite(mean_loss):
+                raise FloatingPointError(
+                    f"the loss became {mean_loss} in epoch {self.epoch}; lower --lr or set clip_norm")
+            self.train_seconds += seconds
+            self.epoch += 1
+            record = {"epoch": self.epoch, "seconds": seconds,
+                      "lr": float(self.schedule(self.step)), "loss": mean_loss,
+                      "beta": float(np.mean(betas))}
+            record.update(self.evaluate_epoch())
+            self.history.append(record)
+            post = {"loss": f"{mean_loss:.2f}"}
+            if "validation_error" in record:
+                post["val_acc"] = f"{1 - record['validation_error']:.4f}"
+            if "validation_elbo" in record:
+                post["val_elbo"] = f"{record['validation_elbo']:.2f}"
+            bar.set_postfix(post)
+            self.save_checkpoint()
+            self.write_records()
+            if cfg.max_minutes is not None and self.train_seconds >= 60 * cfg.max_minutes:
+                break
+        bar.close()
+        return self.finish()
+
+    def write_records(self) -> None:
+        attrs = {"model": self.config.model, "dataset": self.config.dataset,
+                 "seed": self.config.seed, "config": self.config.to_dict(),
+                 **results.environment(device_name(self.device))}
+        results.write_history(self.run_dir / results.HISTORY, self.history, attrs)
+
+    def write_plots(self) -> None:
+        """Per-site KL against epochs (``kl.png``)."""
+        from ppl_dgm.plots import plot_site_kl
+
+        if self.history and "kl" in self.history[-1]:
+            plot_site_kl(results.history_dataset(self.history, {}), self.run_dir / "kl.png")
+
+    def finish(self) -> dict[str, Any]:
+        """Final test-set evaluation; writes and returns ``summary.json`` (the Pyro trainer's keys)."""
+        cfg = self.config
+        device = device_name(self.device)
+        summary: dict[str, Any] = {
+            "model": cfg.model, "backend": cfg.backend, "dataset": cfg.dataset,
+            "labels": cfg.labels, "seed": cfg.seed, "epochs": self.epoch, "steps": self.step,
+            "steps_per_epoch": self.steps_per_epoch,
+            "seconds_per_epoch": self.train_seconds / max(self.epoch, 1),
+            "train_seconds": self.train_seconds, "compile_seconds": self.compile_seconds,
+            "device": device, "n_labelled": self.info.n_labelled,
+            "n_unlabelled": self.info.n_unlabelled, "n_validation": len(self.x_val),
+            "n_test": len(self.x_test), "test_error": None, "test_elbo": None,
+            "config": cfg.to_dict(), **results.environment(device),
+        }
+        summary["test_error"] = self.classification_error(self.x_test, self.y_test)
+        errors = [r.get("validation_error", math.inf) for r in self.history]
+        if errors:
+            best = int(np.argmin(errors))
+            summary["best_validation_epoch"] = self.history[best]["epoch"]
+            summary["test_error_at_best_validation"] = self.history[best].get("test_error")
+        summary["test_elbo"] = self.mean_elbo(self.x_test_binary)
+        summary["test_binarization_seed"] = TEST_BINARIZATION_SEED
+        if self.history and "kl" in self.history[-1]:
+            summary["kl"] = self.history[-1]["kl"]
+        self.write_plots()
+        results.write_json(self.run_dir / results.SUMMARY, summary)
+        return summary
+
+
+def load_run(run_dir: str | Path, device: str = "auto") -> NumPyroTrainer:
+    """A NumPyro trainer restored from ``run_dir`` (its config and last checkpoint)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / results.CONFIG).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no {results.CONFIG})")
+    config = TrainConfig.from_dict(results.read_json(run_dir / results.CONFIG))
+    config.device = device
+    trainer = NumPyroTrainer(config, run_dir, progress=False)
+    trainer.load_checkpoint()
+    return trainer
