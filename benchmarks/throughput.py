@@ -3,8 +3,9 @@
     python benchmarks/throughput.py                 # M2, paper sizes, a table
     python benchmarks/throughput.py --model adgm --json
 
-For M2 one step is 100 labelled + 100 unlabelled MNIST-sized points (x of 784 dimensions,
-the registered networks: two ReLU layers of 500 units, z of 50 dimensions), the unlabelled labels enumerated. Two plain PyTorch losses
+For M2 one step is 100 labelled + 100 unlabelled MNIST-sized points (x of 784 dimensions, the
+registered networks: two ReLU layers of 500 units, z of 50 dimensions; ``--paper-networks`` for
+Kingma et al.'s one softplus layer), the unlabelled labels enumerated. Two plain PyTorch losses
 compute the same bounds by hand: ``torch_reference`` concatenates [x, y] and repeats x once per label
 (the usual way to write M2), ``torch_reference_sum`` uses the pair's own per-input projections. The
 ratios are measured side by side in one process, steps interleaved, medians reported.
@@ -190,7 +191,8 @@ def main(argv: list[str] | None = None) -> dict:
         if args.model not in MODELS:
             raise SystemExit(f"no throughput benchmark for {args.model!r}")
         step_seconds = auxiliary_benchmark(args.model, device, args.steps)
-    record = {"model": args.model + ("-paper-networks" if args.paper_networks else ""), "device": str(device), "threads": torch.get_num_threads(),
+    name = args.model + ("-paper-networks" if args.paper_networks else "")
+    record = {"model": name, "device": str(device), "threads": torch.get_num_threads(),
               "step_seconds": step_seconds, "matmul_gflops": matmul_gflops(device),
               "ratios": {k: step_seconds["pyro"] / v for k, v in step_seconds.items()
                          if k != "pyro"}}
