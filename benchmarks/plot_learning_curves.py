@@ -2,7 +2,8 @@
 
     python benchmarks/plot_learning_curves.py \
         --run adgm=benchmarks/results/adgm_sdgm/adgm --run sdgm=benchmarks/results/adgm_sdgm/sdgm \
-        --run m2=benchmarks/results/m2_mnist/run \
+        --run m2=benchmarks/results/m2_mnist_study/recipe \
+        --run m2-paper-networks=benchmarks/results/m2_mnist_study/paper \
         --output benchmarks/results/adgm_sdgm/learning_curves.png
 
 Each run's ``history.nc`` gives ``test_error`` per epoch. Runs may use different
@@ -25,7 +26,8 @@ from ppl_dgm import results
 
 DEFAULT_RUNS = ("adgm=benchmarks/results/adgm_sdgm/adgm",
                 "sdgm=benchmarks/results/adgm_sdgm/sdgm",
-                "m2=benchmarks/results/m2_mnist/run")
+                "m2=benchmarks/results/m2_mnist_study/recipe",
+                "m2-paper-networks=benchmarks/results/m2_mnist_study/paper")
 
 
 def passes_per_epoch(run_dir: Path, config: dict) -> float:

@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py                 # M2, paper sizes, a table
     python benchmarks/throughput.py --model adgm --json
+    python benchmarks/throughput.py --backend numpyro  # M2, plus its jit-compiled NumPyro step
 
 For M2 one step is 100 labelled + 100 unlabelled MNIST-sized points (x of 784 dimensions, the
 registered networks: two ReLU layers of 500 units, z of 50 dimensions; ``--paper-networks`` for
@@ -166,6 +167,42 @@ def m2_benchmark(device: torch.device, steps: int, overrides: dict | None = None
     return time_steps(fns, params, steps, device)
 
 
+def numpyro_m2_step(steps: int, overrides: dict | None = None) -> float:
+    """Median seconds of one jit-compiled NumPyro SVI step of M2 (after compilation), same sizes.
+
+    The step is the training loop's: ``SVI.update`` with ``EnumELBO`` on the semi-supervised programs
+    (100 labelled + 100 unlabelled points, y enumerated), optax Adam; JAX's default device.
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from numpyro.infer import SVI
+    from numpyro.optim import optax_to_numpyro
+
+    from ppl_dgm.infer.numpyro_objectives import EnumELBO, semi_supervised
+
+    spec = registry.get("m2", "numpyro")
+    info = SimpleNamespace(x_dim=X_DIM, n_classes=N_CLASSES)
+    pair = spec.builder()({**spec.hparams, **(overrides or {}), "alpha": 50.0}, info)
+    svi = SVI(semi_supervised(pair.model), semi_supervised(pair.guide),
+              optax_to_numpyro(optax.adam(1e-4)), EnumELBO())
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    x_l = jax.random.bernoulli(keys[0], 0.3, (BATCH, X_DIM)).astype(jnp.float32)
+    x_u = jax.random.bernoulli(keys[1], 0.3, (BATCH, X_DIM)).astype(jnp.float32)
+    y_l = jnp.arange(BATCH) % N_CLASSES
+    state = svi.init(keys[2], x_l, y_l, x_u)
+    update = jax.jit(svi.update)
+    state, loss = update(state, x_l, y_l, x_u, beta=1.0)  # compilation
+    loss.block_until_ready()
+    times = []
+    for _ in range(steps + 3):
+        start = time.perf_counter()
+        state, loss = update(state, x_l, y_l, x_u, beta=1.0)
+        loss.block_until_ready()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[3:])
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -176,6 +213,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--paper-networks", action="store_true",
                         help="M2 with Kingma et al.'s networks (one softplus layer of 500)")
+    parser.add_argument("--backend", choices=["pyro", "numpyro"], default="pyro",
+                        help="numpyro: also time M2's jit-compiled NumPyro SVI step")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -185,6 +224,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.model == "m2":
         paper = {"hidden": [500], "activation": "softplus"} if args.paper_networks else None
         step_seconds = m2_benchmark(device, args.steps, paper)
+        if args.backend == "numpyro":
+            step_seconds["numpyro"] = numpyro_m2_step(args.steps, paper)
     else:
         from throughput_auxiliary import MODELS, auxiliary_benchmark
 

@@ -19,7 +19,7 @@ import numpyro.distributions as dist
 from flax import linen as nn
 from numpyro import handlers
 
-from ppl_dgm.nn.flax_blocks import GaussianHead, MultiInputMLP, apply, network
+from ppl_dgm.nn.flax_blocks import GaussianHead, MultiInputMLP, apply, dense, network
 
 
 def label_site(logits: jax.Array, y: jax.Array | None, alpha: float,
@@ -51,7 +51,7 @@ class Classifier(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
         h = MultiInputMLP(self.hidden, self.act, self.batch_norm, name="mlp")(x, train=train)
-        return nn.Dense(self.n_classes, name="logits")(h)
+        return dense(self.n_classes, h.shape[-1], name="logits")(h)
 
 
 class Encoder(nn.Module):

@@ -22,7 +22,7 @@ from flax import linen as nn
 from numpyro import handlers
 
 from ppl_dgm.guides.label_numpyro import LabelGuide
-from ppl_dgm.nn.flax_blocks import MultiInputMLP, apply, network
+from ppl_dgm.nn.flax_blocks import MultiInputMLP, apply, dense, network
 from ppl_dgm.numpyro_pair import NumPyroPair
 
 
@@ -38,7 +38,7 @@ class Decoder(nn.Module):
     def __call__(self, z: jax.Array, y_onehot: jax.Array, train: bool = True) -> jax.Array:
         h = MultiInputMLP(self.hidden, self.act, self.batch_norm, name="mlp")(z, y_onehot,
                                                                              train=train)
-        return nn.Dense(self.x_dim, name="x_logits")(h)
+        return dense(self.x_dim, h.shape[-1], name="x_logits")(h)
 
 
 class M2Model:

@@ -9,6 +9,7 @@ statistics, so predictions do not depend on the composition of a test batch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,6 +33,20 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
         return ACTIVATIONS[name]
     except KeyError:
         raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}") from None
+
+
+def dense(features: int, fan_in: int, use_bias: bool = True, name: str | None = None) -> nn.Dense:
+    """``nn.Dense`` initialised as ``torch.nn.Linear``: weights and bias ~ U(+-1/sqrt(fan_in)).
+
+    Both backends then start from the same distribution of networks (flax's default LeCun-normal
+    weights and zero biases would be a second difference between them).
+    """
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return nn.Dense(features, use_bias=use_bias, kernel_init=init, bias_init=init, name=name)
 
 
 def batch_norm(train: bool, name: str | None = None) -> nn.BatchNorm:
@@ -63,14 +78,14 @@ class MultiInputMLP(nn.Module):
         if not self.hidden:
             raise ValueError("MultiInputMLP needs at least one hidden layer")
         f = activation(self.act)
-        h = nn.Dense(self.hidden[0], name="input_0")(inputs[0])
+        h = dense(self.hidden[0], inputs[0].shape[-1], name="input_0")(inputs[0])
         for i, u in enumerate(inputs[1:], start=1):
-            h = h + nn.Dense(self.hidden[0], use_bias=False, name=f"input_{i}")(u)
+            h = h + dense(self.hidden[0], u.shape[-1], use_bias=False, name=f"input_{i}")(u)
         if self.batch_norm:
             h = batch_norm(train, name="bn_0")(h)
         h = f(h)
         for i, width in enumerate(self.hidden[1:], start=1):
-            h = nn.Dense(width, name=f"dense_{i}")(h)
+            h = dense(width, h.shape[-1], name=f"dense_{i}")(h)
             if self.batch_norm:
                 h = batch_norm(train, name=f"bn_{i}")(h)
             h = f(h)
@@ -91,8 +106,8 @@ class GaussianHead(nn.Module):
 
     @nn.compact
     def __call__(self, h: jax.Array, train: bool = True) -> tuple[jax.Array, jax.Array]:
-        loc = nn.Dense(self.out_dim, name="loc")(h)
-        logvar = nn.Dense(self.out_dim, name="logvar")(h)
+        loc = dense(self.out_dim, h.shape[-1], name="loc")(h)
+        logvar = dense(self.out_dim, h.shape[-1], name="logvar")(h)
         if self.batch_norm:
             loc = batch_norm(train, name="loc_bn")(loc)
             logvar = batch_norm(train, name="logvar_bn")(logvar)
