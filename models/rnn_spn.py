@@ -29,6 +29,13 @@ Lasagne's defaults are kept: ReLU after every conv and hidden dense layer, Gloro
 and zero biases, GRU weights drawn from N(0, 0.1^2) with zero biases (``lasagne.layers.GRULayer``;
 it shortens the initial plateau where all T glimpses are the same whole canvas). The sampling
 convention is described in :mod:`ppl_dgm.nn.spatial`.
+
+Training (registry defaults): RMSprop, lr 5e-4, batch 100, gradient norm clipped at 5, with
+Lasagne's RMSprop constants (rho 0.9, epsilon 1e-6 inside the square root, i.e. torch ``alpha=0.9,
+eps=1e-3``). With torch's defaults (0.99, 1e-8) parameters with tiny gradients take full-size
+steps while the T identical glimpses give the classifier little signal: the affine parameters
+random-walk until the glimpses leave the canvas, where ``grid_sample`` (zero padding) has no
+gradient, and the model stays at chance (measured: ``benchmarks/results/rnn_spn``).
 """
 
 from __future__ import annotations

@@ -84,8 +84,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/{config.model}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
     if args.resume:
         saved = results.read_json(out / results.CONFIG)
-        saved["epochs"] = config.epochs if args.epochs is not None else saved["epochs"]
-        saved["device"] = config.device
+        # a continued run may train longer (--epochs, --max-minutes) or elsewhere (--device)
+        for key in ("epochs", "max_minutes", "device"):
+            if getattr(args, key) is not None:
+                saved[key] = getattr(args, key)
         config = type(config).from_dict(saved)
     elif (out / getattr(Trainer, "checkpoint_name", results.CHECKPOINT)).exists():
         raise ValueError(f"{out} already holds a run; pass --resume to continue it or pick --out")

@@ -42,6 +42,9 @@ class TrainConfig:
     optimizer: str = "adam"
     lr: float = 1e-3
     adam_betas: tuple[float, float] = (0.9, 0.999)
+    # torch.optim.RMSprop's alpha and eps (eps is added outside the square root)
+    rmsprop_alpha: float = 0.99
+    rmsprop_eps: float = 1e-8
     lr_decay: float = 1.0
     lr_decay_every: int = 0
     min_lr: float = 0.0

@@ -34,7 +34,9 @@ def semi_supervised(program: Callable[..., Any]) -> Callable[..., None]:
 
     The two calls get the site prefixes ``labelled/`` and ``unlabelled/`` (parameters and mutable
     state are shared: their names are not prefixed) and the scales ``1 / B_l`` and ``1 / B_u``.
-    Use the same wrapping for the model and the guide.
+    Use the same wrapping for the model and the guide. Batch-norm running statistics: both calls
+    read the step's starting state and the state kept is the unlabelled call's (one update of the
+    running averages per step; the Pyro trainer updates them after each of its two passes).
     """
 
     def ss(x_l: jax.Array, y_l: jax.Array, x_u: jax.Array, *, beta: float | jax.Array = 1.0,

@@ -83,7 +83,8 @@ def make_optimizer(config: TrainConfig, params) -> tuple[torch.optim.Optimizer, 
     if config.optimizer == "adam":
         opt = torch.optim.Adam(params, lr=config.lr, betas=config.adam_betas)
     elif config.optimizer == "rmsprop":
-        opt = torch.optim.RMSprop(params, lr=config.lr)
+        opt = torch.optim.RMSprop(params, lr=config.lr, alpha=config.rmsprop_alpha,
+                                  eps=config.rmsprop_eps)
     else:
         raise ValueError(f"unknown optimizer {config.optimizer!r}: use adam or rmsprop")
     floor = config.min_lr / config.lr

@@ -103,8 +103,9 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
     if config.optimizer == "adam":
         opt = optax.adam(lr, b1=config.adam_betas[0], b2=config.adam_betas[1])
     elif config.optimizer == "rmsprop":
-        # torch.optim.RMSprop's defaults: alpha (decay) 0.99, eps 1e-8 outside the square root
-        opt = optax.rmsprop(lr, decay=0.99, eps=1e-8)
+        # as torch.optim.RMSprop: decay alpha (default 0.99), eps (1e-8) outside the square root
+        opt = optax.rmsprop(lr, decay=getattr(config, "rmsprop_alpha", 0.99),
+                            eps=getattr(config, "rmsprop_eps", 1e-8), eps_in_sqrt=False)
     else:
         raise ValueError(f"unknown optimizer {config.optimizer!r}: use adam or rmsprop")
     if config.clip_norm:
@@ -148,11 +149,12 @@ class NumPyroTrainer:
         self.svi = SVI(semi_supervised(self.pair.model), semi_supervised(self.pair.guide),
                        optax_to_numpyro(make_optimizer(config, self.steps_per_epoch)), self.elbo)
         self.batch_sizes = (min(config.labelled_batch_size, len(self.labelled)), config.batch_size)
-        idx_l = jnp.asarray(self.split.labelled[:self.batch_sizes[0]], jnp.int32)
-        idx_u = jnp.asarray(self.split.unlabelled[:self.batch_sizes[1]], jnp.int32)
-        with jax.default_device(self.device):
-            self.svi_state = self.svi.init(init_key, self.x_train[idx_l], self.y_train[idx_l],
-                                           self.x_train[idx_u], beta=1.0)
+        x = self.data.x_train.reshape(len(self.data.x_train), -1)
+        idx_l, idx_u = self.labelled[:self.batch_sizes[0]], self.unlabelled[:self.batch_sizes[1]]
+        with jax.default_device(self.device):  # jit: one compilation instead of one per operation
+            self.svi_state = jax.jit(self.svi.init)(init_key, x[idx_l],
+                                                    self.data.y_train[idx_l].astype(np.int32),
+                                                    x[idx_u])
         self.warmup = LinearWarmup(round(config.warmup_epochs * self.steps_per_epoch))
         self._step_fn = jax.jit(self._train_step)
         self._classify = jax.jit(self.pair.classify)
@@ -165,23 +167,23 @@ class NumPyroTrainer:
         self.train_seconds = 0.0
 
     # ----------------------------------------------------------------------------- data
-    def _array(self, x: np.ndarray, dtype: Any = jnp.float32) -> jax.Array:
-        x = np.asarray(x)
-        if dtype == jnp.float32:
+    def _array(self, x: np.ndarray, dtype: Any = np.float32) -> jax.Array:
+        x = np.asarray(x, dtype)  # converted by numpy: no XLA compilation per conversion
+        if dtype == np.float32:
             x = x.reshape(len(x), -1)
-        return jax.device_put(jnp.asarray(x, dtype), self.device)
+        return jax.device_put(x, self.device)
 
     def _to_device(self) -> None:
         d, s = self.data, self.split
         n_train = len(d.x_train) - len(s.validation)
         self.x_train = self._array(d.x_train[:n_train])
-        self.y_train = self._array(d.y_train[:n_train], jnp.int32)
+        self.y_train = self._array(d.y_train[:n_train], np.int32)
         # Classifiers read the intensities; likelihoods are measured on data binarised once.
         x_val = d.x_train[s.validation]
         self.x_val = self._array(x_val)
-        self.y_val = self._array(d.y_train[s.validation], jnp.int32)
+        self.y_val = self._array(d.y_train[s.validation], np.int32)
         self.x_test = self._array(d.x_test)
-        self.y_test = self._array(d.y_test, jnp.int32)
+        self.y_test = self._array(d.y_test, np.int32)
         self.x_val_binary = self._array(binarize_static(x_val, VALIDATION_SEED))
         self.x_test_binary = self._array(binarize_static(d.x_test, TEST_BINARIZATION_SEED))
         self.labelled = np.asarray(s.labelled)
