@@ -110,12 +110,15 @@ def plot_glimpses(
     axes = fig.subplots(n, k + 1, squeeze=False)
     for i in range(n):
         ax = axes[i, 0]
+        ax.set_facecolor("0.85")  # outside the canvas (glimpses may extend beyond it)
         ax.imshow(canvases[i], cmap="gray", vmin=0, vmax=1)
         for j in range(k):
             box = np.concatenate([corners[i, j], corners[i, j, :1]])
             ax.plot(box[:, 0], box[:, 1], color=colours[j % len(colours)], lw=1.5)
-        ax.set_xlim(-0.5, width - 0.5)
-        ax.set_ylim(height - 0.5, -0.5)
+        lo = np.minimum(corners[i].reshape(-1, 2).min(0), -0.5) - 2
+        hi = np.maximum(corners[i].reshape(-1, 2).max(0), [width - 0.5, height - 0.5]) + 2
+        ax.set_xlim(lo[0], hi[0])
+        ax.set_ylim(hi[1], lo[1])
         ax.set_title("true " + "".join(str(int(v)) for v in y[i]), fontsize=9)
         for j in range(k):
             ax = axes[i, j + 1]
