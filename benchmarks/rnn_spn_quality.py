@@ -6,8 +6,12 @@ the registered defaults (RMSprop 5e-4, batch 100, gradient norm clipped at 5). T
 (checkpoints) go to ``--runs``; the small outputs (``results.json``, ``results.md``, each run's
 ``summary.json`` and a glimpse figure) to ``--out``.
 
-    python benchmarks/rnn_spn_quality.py --epochs 1 --steps-per-epoch 300 \
-        --models rnn-spn ffn-spn cnn-seq --study 1 2 4 --out benchmarks/results/rnn_spn
+    python benchmarks/rnn_spn_quality.py --epochs 1 --steps-per-epoch 500 \
+        --models rnn-spn cnn-seq ffn-spn --runs /tmp/rnn_spn_runs/main \
+        --out benchmarks/results/rnn_spn/main
+
+``--report-only`` tabulates finished runs (e.g. runs continued with ``ppl-dgm train --resume``)
+without training.
 """
 
 from __future__ import annotations
@@ -35,21 +39,30 @@ def run_one(name: str, model: str, args: argparse.Namespace, extra: list[str]) -
         cmd += ["--data-option", option]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     started = time.perf_counter()
+    wall = None  # unknown for a run made earlier (--report-only)
     if not (out / "summary.json").is_file():
+        if args.report_only:
+            raise SystemExit(f"{out} holds no finished run to report")
         if out.exists() and not args.resume:
             raise SystemExit(f"{out} exists without a summary; remove it or pass --resume")
         resume = ["--resume"] if (out / "checkpoint.pt").is_file() else []
         subprocess.run(cmd + resume, check=True, env=env)
-    wall = time.perf_counter() - started
+        wall = time.perf_counter() - started
     summary = read_json(out / "summary.json")
     write_json(Path(args.out) / f"{name}.summary.json", summary)
     ds = read_history(out / "history.nc")
     keys = [k for k in ("loss", "validation_error", "test_error", "seconds") if k in ds]
     history = [{"epoch": int(e), **{k: float(ds[k].sel(epoch=e)) for k in keys}}
                for e in ds["epoch"].values]
+    config = summary["config"]
     return {
         "name": name, "model": model,
-        "command": f"OMP_NUM_THREADS={args.threads} " + shlex.join(cmd),
+        "command": None if args.report_only
+        else f"OMP_NUM_THREADS={args.threads} " + shlex.join(cmd),
+        "config": {k: config.get(k) for k in ("epochs", "steps_per_epoch", "batch_size", "optimizer",
+                                               "lr", "rmsprop_alpha", "rmsprop_eps", "clip_norm",
+                                               "seed", "hparams", "dataset_options")},
+        "steps_per_epoch": summary["steps_per_epoch"],
         "wall_seconds": wall, "train_seconds": summary["train_seconds"],
         "steps": summary["steps"],
         "examples_seen": summary["steps"] * summary["config"]["batch_size"],
@@ -67,10 +80,32 @@ def table(rows: list[dict]) -> str:
              "| test sequence error | paper |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         paper = f"{r['paper_digit_error']:.1%}" if r.get("paper_digit_error") else ""
+        wall = "" if r["wall_seconds"] is None else f"{r['wall_seconds']:.0f}"
         lines.append(f"| {r['name']} | {r['downsample']} | {r['steps']} | {r['train_seconds']:.0f} "
-                     f"| {r['wall_seconds']:.0f} | {r['test_digit_error']:.2%} "
+                     f"| {wall} | {r['test_digit_error']:.2%} "
                      f"| {r['test_sequence_error']:.2%} | {paper} |")
     return "\n".join(lines) + "\n"
+
+
+def learning_curves(rows: list[dict], path: Path) -> None:
+    """Test digit error after each epoch against optimiser steps, one line per run."""
+    from matplotlib.figure import Figure
+
+    from ppl_dgm.results import atomic_write
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    for r in rows:
+        per_epoch = r.get("steps_per_epoch") or r["steps"] // max(len(r["history"]), 1)
+        steps = [h["epoch"] * per_epoch for h in r["history"]]
+        ax.plot(steps, [h["test_error"] for h in r["history"]], marker="o", label=r["name"])
+    ax.set_xlabel("optimiser steps (batches of 100 canvases)")
+    ax.set_ylabel("test single-digit error")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
 
 
 def glimpse_figure(run_dir: Path, path: Path, n: int = 6) -> None:
@@ -96,11 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", default="runs/rnn_spn")
     parser.add_argument("--out", default="benchmarks/results/rnn_spn")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: tabulate and plot the finished runs under --runs")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
-    rows = read_json(results_path)["runs"] if results_path.is_file() else []
+    rows = read_json(results_path)["runs"] if results_path.is_file() and not args.report_only else []
     done = {r["name"] for r in rows}
     plan = [(m, m, []) for m in args.models]
     plan += [(f"rnn-spn-downsample{f:g}", "rnn-spn", ["--set", f"downsample={f}"])
@@ -117,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         (out / "results.md").write_text(table(rows))
         print(json.dumps({k: rows[-1][k] for k in ("name", "wall_seconds", "test_digit_error",
                                                    "test_sequence_error")}), flush=True)
+    learning_curves(rows, out / "learning_curves.png")
     if (Path(args.runs) / "rnn-spn" / "summary.json").is_file():
         glimpse_figure(Path(args.runs) / "rnn-spn", out / "glimpses_rnn_spn.png")
     if (Path(args.runs) / "ffn-spn" / "summary.json").is_file():
