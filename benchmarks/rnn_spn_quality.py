@@ -87,6 +87,25 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def curve_table(rows: list[dict]) -> str:
+    """Test digit error and cumulative training seconds after every epoch of every run: the runs
+    compared at equal numbers of optimiser steps."""
+    per_run = {}
+    for r in rows:
+        per_epoch = r.get("steps_per_epoch") or r["steps"] // max(len(r["history"]), 1)
+        seconds = 0.0
+        for h in r["history"]:
+            seconds += h.get("seconds", float("nan"))
+            per_run.setdefault(r["name"], {})[h["epoch"] * per_epoch] = (h["test_error"], seconds)
+    steps = sorted({s for v in per_run.values() for s in v})
+    lines = ["| run | " + " | ".join(f"{s} steps" for s in steps) + " |",
+             "|---|" + "---|" * len(steps)]
+    for name, v in per_run.items():
+        cells = [f"{v[s][0]:.2%} ({v[s][1]:.0f} s)" if s in v else "" for s in steps]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def learning_curves(rows: list[dict], path: Path) -> None:
     """Test digit error after each epoch against optimiser steps, one line per run."""
     from matplotlib.figure import Figure
@@ -151,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                                              "steps_per_epoch": args.steps_per_epoch,
                                              "batch_size": 100, "threads": args.threads},
                                   "python": sys.version.split()[0], "runs": rows})
-        (out / "results.md").write_text(table(rows))
+        (out / "results.md").write_text(table(rows) + "\nTest digit error (cumulative training "
+                                        "seconds) after each epoch:\n\n" + curve_table(rows))
         print(json.dumps({k: rows[-1][k] for k in ("name", "wall_seconds", "test_digit_error",
                                                    "test_sequence_error")}), flush=True)
     learning_curves(rows, out / "learning_curves.png")

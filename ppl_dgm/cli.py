@@ -32,6 +32,7 @@ TRAIN_FLAGS: dict[str, dict[str, Any]] = {
     "optimizer": dict(choices=["adam", "rmsprop"]),
     "lr_decay": dict(type=float), "lr_decay_every": dict(type=int), "min_lr": dict(type=float),
     "clip_norm": dict(type=float, help="global gradient-norm clipping"),
+    "clip_value": dict(type=float, help="element-wise gradient clipping, before clip_norm"),
     "alpha": dict(type=float, help="classification weight (default 0.1 * N / N_labelled)"),
     "num_particles": dict(type=int, help="Monte Carlo samples per step (vectorised)"),
     "elbo": dict(choices=["trace_enum", "trace", "trace_graph", "trace_meanfield", "renyi"]),

@@ -23,6 +23,8 @@ class TrainConfig:
     (Kingma et al. 2016; ``ppl_dgm.infer.free_bits``), an option beside warm-up.
     ``max_minutes`` ends training after the first epoch at which that much training time has been
     spent (equal-budget comparisons); the run is then evaluated as usual.
+    ``clip_value`` clips every gradient element to [-clip_value, clip_value] before the global-norm
+    clipping of ``clip_norm`` (the order of the authors' Theano code for ADGM/SDGM and RNN-SPN).
     ``validate`` turns on Pyro's argument and shape checks (slower; useful while writing a new pair).
     ``validation_size``: training points held out for model selection (default: the last 10,000
     for MNIST-sized sets, else 10%). ``steps_per_epoch`` caps the steps of an epoch (quick runs).
@@ -49,6 +51,7 @@ class TrainConfig:
     lr_decay_every: int = 0
     min_lr: float = 0.0
     clip_norm: float | None = None
+    clip_value: float | None = None
     alpha: float | None = None
     num_particles: int = 1
     elbo: str = "trace_enum"

@@ -37,6 +37,38 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     np.testing.assert_array_equal(h_a["loss"].values, h_b["loss"].values)
 
 
+@pytest.mark.parametrize("clip_value, clip_norm", [(1e-3, None), (1e-3, 1e-4), (None, 1e-4)])
+def test_gradient_clipping_order(tmp_path, clip_value, clip_norm):
+    """Element-wise clipping first, then the global norm: recompute both from the raw gradients."""
+    trainer = Trainer(small_config(clip_value=clip_value, clip_norm=clip_norm), tmp_path,
+                      progress=False)
+    seen = {}
+
+    def record_then_step(closure=None):
+        seen["clipped"] = [p.grad.clone() for p in trainer.pair.parameters() if p.grad is not None]
+
+    raw_step = trainer.opt.step
+    trainer.opt.step = record_then_step
+    idx, idx_l = next(iter(trainer._batches()))
+    torch.manual_seed(0)
+    trainer.train_step(idx, idx_l)
+    clipped = seen["clipped"]
+    trainer.opt.step, trainer.config.clip_value, trainer.config.clip_norm = raw_step, None, None
+    trainer.step -= 1  # the same warm-up factor
+    trainer.opt.step = record_then_step
+    torch.manual_seed(0)
+    trainer.train_step(idx, idx_l)
+    expected = seen["clipped"]
+    if clip_value:
+        expected = [g.clamp(-clip_value, clip_value) for g in expected]
+    if clip_norm:
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in expected]))
+        expected = [g * min(1.0, clip_norm / (float(norm) + 1e-6)) for g in expected]
+    for a, b in zip(clipped, expected, strict=True):
+        torch.testing.assert_close(a, b)
+    assert max(float(g.abs().max()) for g in clipped) < max(float(g.abs().max()) for g in seen["clipped"])
+
+
 def test_warmup_is_stepped_once_per_step(tmp_path):
     trainer = Trainer(small_config(epochs=3), tmp_path, progress=False)
     trainer.fit()

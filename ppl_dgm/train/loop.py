@@ -191,6 +191,8 @@ class Trainer:
                 "lower --lr or set clip_norm")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.config.clip_value:
+            torch.nn.utils.clip_grad_value_(self.pair.parameters(), self.config.clip_value)
         if self.config.clip_norm:
             torch.nn.utils.clip_grad_norm_(self.pair.parameters(), self.config.clip_norm)
         self.opt.step()

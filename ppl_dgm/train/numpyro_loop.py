@@ -110,6 +110,8 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
         raise ValueError(f"unknown optimizer {config.optimizer!r}: use adam or rmsprop")
     if config.clip_norm:
         opt = optax.chain(optax.clip_by_global_norm(config.clip_norm), opt)
+    if config.clip_value:  # element-wise first, then the global norm (as in the Pyro trainer)
+        opt = optax.chain(optax.clip(config.clip_value), opt)
     return opt
 
 
