@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Pyro's argument/shape checks (slower; for writing new pairs)")
     train.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("evaluate", help="test error and importance-weighted log-likelihood")
+    ev = sub.add_parser("evaluate", help="test error and importance-weighted log-likelihood (either backend)")
     ev.add_argument("run_dir")
     ev.add_argument("--iw-samples", type=int, default=5000)
     ev.add_argument("--chunk-size", type=int, default=500, help="particles per vectorised chunk")
@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.set_defaults(func=cmd_evaluate)
 
-    sa = sub.add_parser("sample", help="PNG grid of (class-conditional) samples")
+    sa = sub.add_parser("sample", help="PNG grid of (class-conditional) samples (either backend)")
     sa.add_argument("run_dir")
     sa.add_argument("--output", default=None, help="default RUN_DIR/samples.png")
     sa.add_argument("--per-class", type=int, default=10)

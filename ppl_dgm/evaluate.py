@@ -1,69 +1,96 @@
-"""Evaluation of a finished run: test error, IW log-likelihood with Pareto-k, sample grids."""
+"""Evaluation of a finished run of either backend: test error, IW log-likelihood with Pareto-k,
+sample grids.
+
+The backend is read from the run's ``config.json`` (``"backend"``, ``pyro`` when absent) and only
+that backend is imported: a NumPyro run is evaluated without torch, a Pyro run without JAX. Both
+backends write the same records (:func:`iw_record`, :func:`write_evaluation`): ``evaluation.json``,
+and its figures under ``"evaluation"`` in ``summary.json``.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyro
-import torch
 from tqdm.auto import tqdm
 
 from ppl_dgm import results
-from ppl_dgm.infer.importance import log_likelihood, pareto_k
-from ppl_dgm.train.loop import load_run
+from ppl_dgm.infer.psis import pareto_k
+
+BACKENDS = ("pyro", "numpyro")
+#: ``estimate(start, stop) -> (log-likelihoods (stop - start,), log-weights (K, stop - start))``
+IWEstimate = Callable[[int, int], tuple[np.ndarray, np.ndarray]]
 
 
-def evaluate_run(run_dir: str | Path, iw_samples: int = 5000, chunk_size: int = 500,
-                 subset: int | None = None, classify_samples: int | None = None,
-                 device: str = "auto", seed: int = 0, batch_size: int = 100,
-                 progress: bool = True) -> dict[str, Any]:
-    """Evaluate ``run_dir``; writes ``evaluation.json`` and adds its figures to ``summary.json``.
+def run_backend(run_dir: str | Path) -> str:
+    """The backend a run was trained with (``config.json``'s ``backend``; ``pyro`` if absent)."""
+    path = Path(run_dir) / results.CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no {results.CONFIG})")
+    backend = results.read_json(path).get("backend", "pyro")
+    if backend not in BACKENDS:
+        raise ValueError(f"{path}: unknown backend {backend!r} (expected one of {BACKENDS})")
+    return backend
 
-    The log-likelihood is the IWAE estimate with ``iw_samples`` particles on the statically
-    binarised test set (first ``subset`` points if given), with the PSIS Pareto-k diagnostic of
-    each point's importance weights (k > 0.7: the estimate for that point is unreliable).
+
+def _load_numpyro_run(run_dir: Path, device: str) -> Any:
+    """``ppl_dgm.train.numpyro_loop.load_run``, with a clear error when JAX is not installed."""
+    try:
+        from ppl_dgm.train.numpyro_loop import load_run
+    except ImportError as err:
+        raise RuntimeError(f"{run_dir} was trained with the NumPyro backend, which needs the jax "
+                           f"extra (pip install -e '.[jax]'): {err}") from err
+    return load_run(run_dir, device)
+
+
+# ------------------------------------------------------------------------------------- records
+def iw_record(estimate: IWEstimate, n_points: int, iw_samples: int, batch_size: int,
+              mean_elbo: Callable[[], float], progress: bool = True) -> dict[str, Any]:
+    """The log-likelihood figures of ``evaluation.json`` (either backend).
+
+    ``estimate`` gives the per-point IW estimates and log-weights of the test points
+    ``[start, stop)``; it is called on batches of ``batch_size`` points. Pareto-k (PSIS) is
+    computed from the log-weights when ``iw_samples >= 10``; ``mean_elbo()`` gives the ELBO on the
+    same points (not counted in ``iw_seconds``).
+    """
+    started = time.perf_counter()
+    lls, ks = [], []
+    for start in tqdm(range(0, n_points, batch_size), disable=not progress,
+                      desc=f"IW-{iw_samples} log-likelihood"):
+        ll, log_w = estimate(start, min(start + batch_size, n_points))
+        lls.append(np.asarray(ll, dtype=np.float64))
+        if iw_samples >= 10:
+            ks.append(pareto_k(log_w))
+    seconds = time.perf_counter() - started
+    ll = np.concatenate(lls)
+    record: dict[str, Any] = {
+        "test_log_likelihood": float(ll.mean()),
+        "test_log_likelihood_sem": float(ll.std(ddof=1) / np.sqrt(len(ll))) if len(ll) > 1
+        else None,
+        "n_test_evaluated": len(ll), "test_binarization_seed": 0,
+        "iw_seconds": seconds, "iw_points_per_second": len(ll) / seconds,
+        "test_elbo": mean_elbo(),
+    }
+    if ks:
+        k = np.concatenate(ks)
+        record["pareto_k_mean"] = float(k.mean())
+        record["pareto_k_max"] = float(k.max())
+        record["pareto_k_fraction_above_0.7"] = float((k > 0.7).mean())
+    return record
+
+
+def write_evaluation(run_dir: str | Path, record: dict[str, Any], device: str) -> dict[str, Any]:
+    """Add the environment to ``record``, write ``evaluation.json`` and copy it into the summary.
+
+    Returns the record as written. ``summary.json`` (if present) gets it under ``"evaluation"``,
+    without the library versions.
     """
     run_dir = Path(run_dir)
-    trainer = load_run(run_dir, device)
-    if classify_samples is not None:
-        trainer.config.classify_samples = classify_samples
-    pyro.set_rng_seed(seed)
-    record: dict[str, Any] = {"iw_samples": iw_samples, "evaluation_seed": seed,
-                              "classify_samples": trainer.config.classify_samples}
-    if trainer.classifies:
-        record["test_error"] = trainer.classification_error(trainer.x_test, trainer.y_test)
-        if trainer.info.sequence_length > 1:
-            record["test_sequence_error"] = trainer.sequence_error(trainer.x_test, trainer.y_test)
-    if trainer.task != "supervised" and iw_samples > 0:
-        x = trainer.x_test_binary if subset is None else trainer.x_test_binary[:subset]
-        started = time.perf_counter()
-        lls, ks = [], []
-        for start in tqdm(range(0, len(x), batch_size), disable=not progress,
-                          desc=f"IW-{iw_samples} log-likelihood"):
-            ll, log_w = log_likelihood(trainer.pair, x[start:start + batch_size], iw_samples,
-                                       chunk_size, return_log_weights=True)
-            lls.append(ll.cpu().numpy())
-            if iw_samples >= 10:
-                ks.append(pareto_k(log_w))
-        seconds = time.perf_counter() - started
-        ll = np.concatenate(lls)
-        record.update({
-            "test_log_likelihood": float(ll.mean()),
-            "test_log_likelihood_sem": float(ll.std(ddof=1) / np.sqrt(len(ll))) if len(ll) > 1
-            else None,
-            "n_test_evaluated": len(ll), "test_binarization_seed": 0,
-            "iw_seconds": seconds, "iw_points_per_second": len(ll) / seconds,
-            "test_elbo": trainer.mean_elbo(x),
-        })
-        if ks:
-            k = np.concatenate(ks)
-            record["pareto_k_mean"] = float(k.mean())
-            record["pareto_k_max"] = float(k.max())
-            record["pareto_k_fraction_above_0.7"] = float((k > 0.7).mean())
-    record.update(results.environment(str(trainer.device)))
+    record = {**record, **results.environment(device)}
     results.write_json(run_dir / results.EVALUATION, record)
     summary_path = run_dir / results.SUMMARY
     if summary_path.is_file():
@@ -73,34 +100,175 @@ def evaluate_run(run_dir: str | Path, iw_samples: int = 5000, chunk_size: int = 
     return record
 
 
+# ------------------------------------------------------------------------------------- evaluation
+def evaluate_run(run_dir: str | Path, iw_samples: int = 5000, chunk_size: int = 500,
+                 subset: int | None = None, classify_samples: int | None = None,
+                 device: str = "auto", seed: int = 0, batch_size: int = 100,
+                 progress: bool = True) -> dict[str, Any]:
+    """Evaluate ``run_dir`` (Pyro or NumPyro); writes ``evaluation.json`` and adds its figures to
+    ``summary.json``.
+
+    The log-likelihood is the IWAE estimate with ``iw_samples`` particles (in chunks of
+    ``chunk_size``) on the statically binarised test set (first ``subset`` points if given), with
+    the PSIS Pareto-k diagnostic of each point's importance weights (k > 0.7: the estimate for that
+    point is unreliable). ``seed`` seeds the particles (``pyro.set_rng_seed`` for Pyro runs,
+    ``jax.random.PRNGKey`` for NumPyro runs).
+    """
+    if iw_samples < 0 or chunk_size < 1 or batch_size < 1:
+        raise ValueError(f"need iw_samples >= 0, chunk_size >= 1 and batch_size >= 1 (got "
+                         f"{iw_samples}, {chunk_size}, {batch_size})")
+    if subset is not None and subset < 1:
+        raise ValueError(f"--subset must be positive (got {subset})")
+    run_dir = Path(run_dir)
+    evaluate = _evaluate_numpyro if run_backend(run_dir) == "numpyro" else _evaluate_pyro
+    record, device_name = evaluate(run_dir, iw_samples=iw_samples, chunk_size=chunk_size,
+                                   subset=subset, classify_samples=classify_samples,
+                                   device=device, seed=seed, batch_size=batch_size,
+                                   progress=progress)
+    return write_evaluation(run_dir, record, device_name)
+
+
+def _evaluate_pyro(run_dir: Path, *, iw_samples: int, chunk_size: int, subset: int | None,
+                   classify_samples: int | None, device: str, seed: int, batch_size: int,
+                   progress: bool) -> tuple[dict[str, Any], str]:
+    import pyro
+
+    from ppl_dgm.infer.importance import log_likelihood
+    from ppl_dgm.train.loop import load_run
+
+    trainer = load_run(run_dir, device)
+    if classify_samples is not None:
+        trainer.config.classify_samples = classify_samples
+    pyro.set_rng_seed(seed)
+    record: dict[str, Any] = {"backend": "pyro", "iw_samples": iw_samples,
+                              "evaluation_seed": seed,
+                              "classify_samples": trainer.config.classify_samples}
+    if trainer.classifies:
+        record["test_error"] = trainer.classification_error(trainer.x_test, trainer.y_test)
+        if trainer.info.sequence_length > 1:
+            record["test_sequence_error"] = trainer.sequence_error(trainer.x_test, trainer.y_test)
+    if trainer.task != "supervised" and iw_samples > 0:
+        x = trainer.x_test_binary if subset is None else trainer.x_test_binary[:subset]
+
+        def estimate(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+            ll, log_w = log_likelihood(trainer.pair, x[start:stop], iw_samples, chunk_size,
+                                       return_log_weights=True)
+            return ll.cpu().numpy(), log_w.cpu().numpy()
+
+        record.update(iw_record(estimate, len(x), iw_samples, batch_size,
+                                lambda: trainer.mean_elbo(x), progress))
+    return record, str(trainer.device)
+
+
+def _evaluate_numpyro(run_dir: Path, *, iw_samples: int, chunk_size: int, subset: int | None,
+                      classify_samples: int | None, device: str, seed: int, batch_size: int,
+                      progress: bool) -> tuple[dict[str, Any], str]:
+    trainer = _load_numpyro_run(run_dir, device)
+    import jax
+
+    from ppl_dgm.infer.numpyro_importance import log_likelihood
+    from ppl_dgm.train.numpyro_loop import device_name
+
+    if classify_samples is not None:  # M2's q(y|x) is deterministic; recorded for the same keys
+        trainer.config.classify_samples = classify_samples
+    record: dict[str, Any] = {"backend": "numpyro", "iw_samples": iw_samples,
+                              "evaluation_seed": seed,
+                              "classify_samples": trainer.config.classify_samples}
+    # The NumPyro trainer handles semi-supervised pairs only: they classify and have a likelihood.
+    record["test_error"] = trainer.classification_error(trainer.x_test, trainer.y_test)
+    if iw_samples > 0:
+        x = trainer.x_test_binary if subset is None else trainer.x_test_binary[:subset]
+        x_host = np.asarray(x, dtype=np.float32)
+        params, key = trainer.params, jax.random.PRNGKey(seed)
+        size = min(batch_size, len(x_host))
+
+        def estimate(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+            # every batch padded to ``size`` rows: one compilation for the whole test set
+            batch = np.zeros((size, x_host.shape[1]), np.float32)
+            batch[:stop - start] = x_host[start:stop]
+            ll, log_w = log_likelihood(trainer.pair, params, jax.device_put(batch, trainer.device),
+                                       jax.random.fold_in(key, start // size), iw_samples,
+                                       chunk_size, return_log_weights=True)
+            return np.asarray(ll[:stop - start]), np.asarray(log_w[:, :stop - start])
+
+        record.update(iw_record(estimate, len(x_host), iw_samples, size,
+                                lambda: trainer.mean_elbo(x), progress))
+    return record, device_name(trainer.device)
+
+
+# ------------------------------------------------------------------------------------- samples
+@dataclass
+class SampleSet:
+    """Bernoulli means ``images`` of shape ``(rows, cols, *image_shape)``; ``by_class``: one row
+    per class."""
+
+    images: np.ndarray
+    model: str
+    by_class: bool
+
+
+def _pyro_samples(run_dir: Path, per_class: int, device: str, seed: int) -> SampleSet:
+    import torch
+
+    from ppl_dgm.train.loop import load_run
+
+    trainer = load_run(run_dir, device)
+    torch.manual_seed(seed)
+    n_classes, by_class = trainer.info.n_classes, trainer.task == "semi-supervised"
+    with torch.no_grad():
+        if by_class:
+            y = torch.arange(n_classes, device=trainer.device).repeat_interleave(per_class)
+            images = trainer.pair.sample_x(len(y), y)
+        else:
+            images = trainer.pair.sample_x(per_class * per_class)
+    rows = n_classes if by_class else per_class
+    images = images.reshape(rows, per_class, *trainer.info.image_shape).cpu().numpy()
+    return SampleSet(images, trainer.config.model, by_class)
+
+
+def _numpyro_samples(run_dir: Path, per_class: int, device: str, seed: int) -> SampleSet:
+    trainer = _load_numpyro_run(run_dir, device)
+    import jax
+    import jax.numpy as jnp
+
+    key = jax.random.PRNGKey(seed)
+    n_classes, by_class = trainer.info.n_classes, trainer.task == "semi-supervised"
+    if by_class:
+        y = jnp.repeat(jnp.arange(n_classes), per_class)
+        images = trainer.pair.sample_x(trainer.params, key, len(y), y)
+    else:
+        images = trainer.pair.sample_x(trainer.params, key, per_class * per_class)
+    rows = n_classes if by_class else per_class
+    images = np.asarray(images).reshape(rows, per_class, *trainer.info.image_shape)
+    return SampleSet(images, trainer.config.model, by_class)
+
+
 def sample_grid(run_dir: str | Path, output: str | Path | None = None, per_class: int = 10,
                 device: str = "auto", seed: int = 0) -> Path:
-    """A PNG grid: one row per class for class-conditional models, else a square grid."""
+    """A PNG grid (default ``RUN_DIR/samples.png``): one row per class for class-conditional
+    models, else a square grid of ``per_class`` x ``per_class``; either backend."""
+    if per_class < 1:
+        raise ValueError(f"--per-class must be positive (got {per_class})")
+    run_dir = Path(run_dir)
+    draw = _numpyro_samples if run_backend(run_dir) == "numpyro" else _pyro_samples
+    samples = draw(run_dir, per_class, device, seed)
+    return save_grid(samples, Path(output or run_dir / "samples.png"))
+
+
+def save_grid(samples: SampleSet, output: Path) -> Path:
+    """Write ``samples`` as one grey-scale PNG (atomically)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    run_dir = Path(run_dir)
-    trainer = load_run(run_dir, device)
-    torch.manual_seed(seed)
-    shape = trainer.info.image_shape
-    n_classes = trainer.info.n_classes
-    if trainer.task == "semi-supervised":
-        y = torch.arange(n_classes, device=trainer.device).repeat_interleave(per_class)
-        images = trainer.pair.sample_x(len(y), y)
-        rows, cols = n_classes, per_class
-    else:
-        rows = cols = per_class
-        images = trainer.pair.sample_x(rows * cols)
-    images = images.reshape(rows, cols, *shape).cpu().numpy()
-    canvas = np.concatenate([np.concatenate(list(row), axis=1) for row in images], axis=0)
-    output = Path(output or run_dir / "samples.png")
+    rows, cols = samples.images.shape[:2]
+    canvas = np.concatenate([np.concatenate(list(row), axis=1) for row in samples.images], axis=0)
     fig, ax = plt.subplots(figsize=(cols * 0.6, rows * 0.6))
     ax.imshow(canvas, cmap="gray", vmin=0, vmax=1)
     ax.set_axis_off()
-    title = f"{trainer.config.model}: samples"
-    ax.set_title(title + (" (one row per class)" if trainer.task == "semi-supervised" else ""))
+    title = f"{samples.model}: samples"
+    ax.set_title(title + (" (one row per class)" if samples.by_class else ""))
     results.atomic_write(output, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))
     plt.close(fig)
     return output

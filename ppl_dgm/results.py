@@ -7,6 +7,7 @@ run interrupted while writing never leaves a truncated record behind.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import tempfile
@@ -40,19 +41,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
 
 
 def _jsonable(value: Any) -> Any:
+    """Plain JSON values: numpy scalars and arrays become numbers and lists, and non-finite numbers
+    (an infinite Pareto-k from too few importance samples, a NaN loss) become ``null``."""
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.floating, np.integer)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 
 def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
-    text = json.dumps(_jsonable(data), indent=2, sort_keys=True)
+    """Write ``data`` as strict JSON (see :func:`_jsonable`), atomically."""
+    text = json.dumps(_jsonable(data), indent=2, sort_keys=True, allow_nan=False)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n"))
 
 

@@ -4,6 +4,8 @@ classification term's sign and gradient, batch-norm state, and a short run of th
 JAX is a test dependency (CI installs the ``jax`` extra): a missing JAX fails this module loudly.
 """
 
+import contextlib
+import io
 import json
 import math
 import subprocess
@@ -211,8 +213,10 @@ def test_batch_norm_state_is_trained_and_evaluation_ignores_the_batch():
 
 
 @pytest.mark.parametrize("modules, absent", [
-    ("ppl_dgm.train.numpyro_loop, ppl_dgm.models.m2_numpyro", ("torch", "pyro")),
-    ("ppl_dgm.train.loop, ppl_dgm.models.m2, ppl_dgm.infer.objectives", ("jax", "numpyro")),
+    ("ppl_dgm.train.numpyro_loop, ppl_dgm.models.m2_numpyro, ppl_dgm.evaluate, "
+     "ppl_dgm.infer.numpyro_importance", ("torch", "pyro")),
+    ("ppl_dgm.train.loop, ppl_dgm.models.m2, ppl_dgm.infer.objectives, ppl_dgm.evaluate, "
+     "ppl_dgm.infer.importance", ("jax", "numpyro")),
 ])
 def test_one_backend_never_imports_the_other(modules, absent):
     code = f"import sys, ppl_dgm.cli, {modules}; print([m for m in {absent!r} if m in sys.modules])"
@@ -237,12 +241,23 @@ def test_registry_lists_m2_for_both_backends(capsys):
     assert {"pyro", "numpyro"} <= {row[1] for row in rows if row[0] == "m2"}
 
 
-def test_cli_numpyro_m2_on_digits_learns_and_writes_the_run_directory(tmp_path, capsys):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def numpyro_run(tmp_path_factory):
+    """A short NumPyro M2 run on digits through the CLI, shared by the tests of its run directory:
+    (run directory, CLI arguments, exit status, printed output)."""
+    out = tmp_path_factory.mktemp("numpyro") / "run"
     args = ["train", "m2", "--backend", "numpyro", "--dataset", "digits", "--labels", "50",
             "--epochs", "8", "--device", "cpu", "--out", str(out), "--no-progress",
             "--set", "hidden=[128]", "--set", "z_dim=16"]
-    assert main(args) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = main(args)
+    return out, args, status, printed.getvalue()
+
+
+def test_cli_numpyro_m2_on_digits_learns_and_writes_the_run_directory(numpyro_run):
+    out, args, status, printed = numpyro_run
+    assert status == 0
     summary = json.loads((out / results.SUMMARY).read_text())
     assert PYRO_SUMMARY_KEYS <= set(summary)
     assert summary["backend"] == "numpyro" and summary["epochs"] == 8
@@ -253,6 +268,39 @@ def test_cli_numpyro_m2_on_digits_learns_and_writes_the_run_directory(tmp_path, 
     history = results.read_history(out / results.HISTORY)
     assert history.sizes["epoch"] == 8 and history["loss"].values[-1] < history["loss"].values[0]
     assert (out / "checkpoint.pkl").is_file() and (out / results.CONFIG).is_file()
-    assert "test accuracy" in capsys.readouterr().out
+    assert "test accuracy" in printed
     # an existing run is not overwritten without --resume
     assert main(args) == 2
+
+
+EVALUATION_KEYS = {
+    "backend", "iw_samples", "evaluation_seed", "classify_samples", "test_error",
+    "test_log_likelihood", "test_log_likelihood_sem", "n_test_evaluated", "test_binarization_seed",
+    "iw_seconds", "iw_points_per_second", "test_elbo", "pareto_k_mean", "pareto_k_max",
+    "pareto_k_fraction_above_0.7", "versions", "device", "python", "machine", "cpu_count",
+}
+
+
+def test_cli_evaluate_and_sample_the_numpyro_run(numpyro_run, capsys):
+    """``evaluate`` and ``sample`` read the run's backend from config.json (they used to load every
+    run as a Pyro run) and write the Pyro path's records."""
+    out, _, status, _ = numpyro_run
+    assert status == 0
+    # 30 particles in chunks of 7 (the last one cut), 150 points in batches of 100 (the last padded)
+    assert main(["evaluate", str(out), "--iw-samples", "30", "--chunk-size", "7", "--subset", "150",
+                 "--device", "cpu", "--seed", "1"]) == 0
+    evaluation = json.loads((out / results.EVALUATION).read_text())
+    assert EVALUATION_KEYS <= set(evaluation)
+    assert evaluation["backend"] == "numpyro" and evaluation["n_test_evaluated"] == 150
+    assert evaluation["iw_samples"] == 30 and evaluation["evaluation_seed"] == 1
+    numbers = {k: v for k, v in evaluation.items() if isinstance(v, (int, float))}
+    assert all(math.isfinite(v) for v in numbers.values()), numbers
+    summary = json.loads((out / results.SUMMARY).read_text())
+    assert evaluation["test_error"] == summary["test_error"]  # same classifier, same test set
+    assert evaluation["test_elbo"] - 0.5 <= evaluation["test_log_likelihood"] < 0
+    assert 0 <= evaluation["pareto_k_fraction_above_0.7"] <= 1
+    assert summary["evaluation"]["test_log_likelihood"] == evaluation["test_log_likelihood"]
+    assert "test_log_likelihood" in capsys.readouterr().out
+
+    assert main(["sample", str(out), "--per-class", "4", "--device", "cpu"]) == 0
+    assert (out / "samples.png").stat().st_size > 1000

@@ -18,6 +18,7 @@ import torch
 from pyro import poutine
 from pyro.infer import ELBO
 
+from ppl_dgm.infer import psis
 from ppl_dgm.pair import Pair
 
 
@@ -68,16 +69,10 @@ def log_likelihood(pair: Pair, x: torch.Tensor, num_samples: int, chunk_size: in
 def pareto_k(log_w: torch.Tensor) -> np.ndarray:
     """Pareto-smoothed importance sampling k-hat per example (``log_w`` of shape (K, B)).
 
-    k-hat > 0.7 flags an unreliable importance-sampling estimate (Vehtari et al.).
+    k-hat > 0.7 flags an unreliable importance-sampling estimate (Vehtari et al.); the torch face of
+    :func:`ppl_dgm.infer.psis.pareto_k`.
     """
-    import warnings
-
-    import arviz as az
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _, k = az.psislw(log_w.T.double().cpu().numpy())
-    return np.asarray(k)
+    return psis.pareto_k(log_w.double().cpu().numpy())
 
 
 @torch.no_grad()

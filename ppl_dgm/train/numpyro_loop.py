@@ -123,7 +123,10 @@ class NumPyroTrainer:
 
     checkpoint_name = CHECKPOINT
 
-    def __init__(self, config: TrainConfig, run_dir: str | Path, progress: bool = True) -> None:
+    def __init__(self, config: TrainConfig, run_dir: str | Path, progress: bool = True,
+                 initialise: bool = True) -> None:
+        """``initialise=False`` skips drawing (and compiling) the initial parameters: the SVI
+        state is then only its structure until :meth:`load_checkpoint` (see :func:`load_run`)."""
         self.config = config
         self.run_dir = Path(run_dir)
         self.progress = progress
@@ -153,10 +156,12 @@ class NumPyroTrainer:
         self.batch_sizes = (min(config.labelled_batch_size, len(self.labelled)), config.batch_size)
         x = self.data.x_train.reshape(len(self.data.x_train), -1)
         idx_l, idx_u = self.labelled[:self.batch_sizes[0]], self.unlabelled[:self.batch_sizes[1]]
-        with jax.default_device(self.device):  # jit: one compilation instead of one per operation
-            self.svi_state = jax.jit(self.svi.init)(init_key, x[idx_l],
-                                                    self.data.y_train[idx_l].astype(np.int32),
-                                                    x[idx_u])
+        init_args = (init_key, x[idx_l], self.data.y_train[idx_l].astype(np.int32), x[idx_u])
+        if initialise:
+            with jax.default_device(self.device):  # jit: one compilation, not one per operation
+                self.svi_state = jax.jit(self.svi.init)(*init_args)
+        else:  # traced, not compiled: sets SVI's constrain_fn; the values come from a checkpoint
+            self.svi_state = jax.eval_shape(self.svi.init, *init_args)
         self.warmup = LinearWarmup(round(config.warmup_epochs * self.steps_per_epoch))
         self._step_fn = jax.jit(self._train_step)
         self._classify = jax.jit(self.pair.classify)
@@ -396,6 +401,6 @@ def load_run(run_dir: str | Path, device: str = "auto") -> NumPyroTrainer:
         raise FileNotFoundError(f"{run_dir} is not a run directory (no {results.CONFIG})")
     config = TrainConfig.from_dict(results.read_json(run_dir / results.CONFIG))
     config.device = device
-    trainer = NumPyroTrainer(config, run_dir, progress=False)
+    trainer = NumPyroTrainer(config, run_dir, progress=False, initialise=False)
     trainer.load_checkpoint()
     return trainer
