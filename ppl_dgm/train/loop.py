@@ -12,8 +12,6 @@ in Pyro's ``examples/svi_lightning.py``): the loss is an ordinary differentiable
 
 from __future__ import annotations
 
-import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,6 @@ from pyro.infer import (
     TraceGraph_ELBO,
     TraceMeanField_ELBO,
 )
-from tqdm.auto import tqdm
 
 from ppl_dgm import registry, results
 from ppl_dgm.config import TrainConfig
@@ -43,6 +40,7 @@ from ppl_dgm.train.common import (  # noqa: F401  (re-exported: backend-neutral 
     TEST_BINARIZATION_SEED,
     VALIDATION_SEED,
     DataInfo,
+    EpochLoop,
     default_alpha,
     default_validation_size,
     prepare_data,
@@ -97,8 +95,9 @@ def make_optimizer(config: TrainConfig, params) -> tuple[torch.optim.Optimizer, 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-class Trainer:
-    """Trains one registered model on one data set; see the module docstring."""
+class Trainer(EpochLoop):
+    """Trains one registered model on one data set; see the module docstring and
+    :class:`~ppl_dgm.train.common.EpochLoop` (the epochs, records and summary)."""
 
     def __init__(self, config: TrainConfig, run_dir: str | Path, progress: bool = True) -> None:
         self.config = config
@@ -119,10 +118,7 @@ class Trainer:
         self.opt, self.scheduler = make_optimizer(config, self.pair.parameters())
         self.steps_per_epoch = self._steps_per_epoch()
         self.warmup = LinearWarmup(round(config.warmup_epochs * self.steps_per_epoch))
-        self.epoch = 0
-        self.step = 0
-        self.history: list[dict[str, Any]] = []
-        self.train_seconds = 0.0
+        self.reset_counters()
 
     # ----------------------------------------------------------------------------- data
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
@@ -223,12 +219,8 @@ class Trainer:
                     for s in range(0, len(x), bs))
         return total / len(x)
 
-    @property
-    def classifies(self) -> bool:
-        return self.task in ("semi-supervised", "supervised")
-
     def evaluate_epoch(self) -> dict[str, Any]:
-        self.pair.eval()
+        """Validation and test figures of one epoch (called in evaluation mode)."""
         record: dict[str, Any] = {}
         if self.classifies and len(self.x_val):
             record["validation_error"] = self.classification_error(self.x_val, self.y_val)
@@ -241,7 +233,6 @@ class Trainer:
             record["kl"] = site_kl(self.pair, x_val[:500])
             if self.task == "unsupervised":
                 record["active_units"] = active_units(self.pair, x_val, num_samples=10)
-        self.pair.train()
         return record
 
     # ----------------------------------------------------------------------------- checkpoints
@@ -275,53 +266,30 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     # ----------------------------------------------------------------------------- the run
-    def fit(self, resume: bool = False) -> dict[str, Any]:
-        cfg = self.config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if resume:
-            self.load_checkpoint()
-        results.write_json(self.run_dir / results.CONFIG, cfg.to_dict())
-        total = cfg.epochs * self.steps_per_epoch
-        bar = tqdm(total=total, initial=self.epoch * self.steps_per_epoch, disable=not self.progress,
-                   desc=f"{cfg.model} on {cfg.dataset}", dynamic_ncols=True)
-        self.pair.train()
-        while self.epoch < cfg.epochs:
-            started, sums, count = time.perf_counter(), {}, 0
-            for idx, idx_l in self._batches():
-                stats = self.train_step(idx, idx_l)
-                for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                count += 1
-                bar.update(1)
-                if count % 10 == 0:
-                    bar.set_postfix(loss=f"{sums['loss'] / count:.2f}", beta=f"{stats['beta']:.2f}")
-            self.scheduler.step()
-            seconds = time.perf_counter() - started
-            self.train_seconds += seconds
-            self.epoch += 1
-            record = {"epoch": self.epoch, "seconds": seconds,
-                      "lr": self.opt.param_groups[0]["lr"]}
-            record.update({k: v / count for k, v in sums.items()})
-            record.update(self.evaluate_epoch())
-            self.history.append(record)
-            post = {"loss": f"{record['loss']:.2f}"}
-            if "validation_error" in record:
-                post["val_acc"] = f"{1 - record['validation_error']:.4f}"
-            if "validation_elbo" in record:
-                post["val_elbo"] = f"{record['validation_elbo']:.2f}"
-            bar.set_postfix(post)
-            self.save_checkpoint()
-            self.write_records()
-            if cfg.max_minutes is not None and self.train_seconds >= 60 * cfg.max_minutes:
-                break
-        bar.close()
-        return self.finish()
+    @property
+    def device_name(self) -> str:
+        return str(self.device)
 
-    def write_records(self) -> None:
-        attrs = {"model": self.config.model, "dataset": self.config.dataset,
-                 "seed": self.config.seed, "config": self.config.to_dict(),
-                 **results.environment(str(self.device))}
-        results.write_history(self.run_dir / results.HISTORY, self.history, attrs)
+    def set_training(self, training: bool) -> None:
+        self.pair.train(training)
+
+    def current_lr(self) -> float:
+        return self.opt.param_groups[0]["lr"]
+
+    def train_epoch(self, bar: Any) -> dict[str, float]:
+        """One epoch of optimiser steps; the mean of each step statistic."""
+        sums: dict[str, float] = {}
+        count = 0
+        for idx, idx_l in self._batches():
+            stats = self.train_step(idx, idx_l)
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            bar.update(1)
+            if count % 10 == 0:
+                bar.set_postfix(loss=f"{sums['loss'] / count:.2f}", beta=f"{stats['beta']:.2f}")
+        self.scheduler.step()
+        return {k: v / count for k, v in sums.items()}
 
     @torch.no_grad()
     def write_plots(self) -> None:
@@ -333,43 +301,6 @@ class Trainer:
         if self.task == "unsupervised" and hasattr(self.pair.p, "sample_x"):
             images = self.pair.sample_x(100).reshape(100, *self.info.image_shape).cpu().numpy()
             image_grid(images, self.run_dir / "samples_prior.png", nrow=10)
-
-    def finish(self) -> dict[str, Any]:
-        """Final test-set evaluation; writes and returns ``summary.json``."""
-        cfg = self.config
-        self.pair.eval()
-        summary: dict[str, Any] = {
-            "model": cfg.model, "backend": cfg.backend, "dataset": cfg.dataset,
-            "labels": cfg.labels if self.task == "semi-supervised" else None,
-            "seed": cfg.seed, "epochs": self.epoch, "steps": self.step,
-            "steps_per_epoch": self.steps_per_epoch,
-            "seconds_per_epoch": self.train_seconds / max(self.epoch, 1),
-            "train_seconds": self.train_seconds, "device": str(self.device),
-            "n_labelled": self.info.n_labelled if self.task != "unsupervised" else 0,
-            "n_unlabelled": self.info.n_unlabelled if self.task != "supervised" else 0,
-            "n_validation": len(self.x_val), "n_test": len(self.x_test),
-            "test_error": None, "test_elbo": None, "config": cfg.to_dict(),
-            **results.environment(str(self.device)),
-        }
-        if self.classifies:
-            summary["test_error"] = self.classification_error(self.x_test, self.y_test)
-            errors = [r.get("validation_error", math.inf) for r in self.history]
-            best = int(np.argmin(errors)) if errors else None
-            if best is not None:
-                summary["best_validation_epoch"] = self.history[best]["epoch"]
-                summary["test_error_at_best_validation"] = self.history[best].get("test_error")
-        if self.task == "supervised" and self.info.sequence_length > 1:
-            summary["test_sequence_error"] = self.sequence_error(self.x_test, self.y_test)
-        if self.task != "supervised":
-            summary["test_elbo"] = self.mean_elbo(self.x_test_binary)
-            summary["test_binarization_seed"] = TEST_BINARIZATION_SEED
-            for key in ("kl", "active_units"):
-                if self.history and key in self.history[-1]:
-                    summary[key] = self.history[-1][key]
-            self.write_plots()
-        results.write_json(self.run_dir / results.SUMMARY, summary)
-        self.pair.train()
-        return summary
 
 
 def load_run(run_dir: str | Path, device: str = "auto") -> Trainer:

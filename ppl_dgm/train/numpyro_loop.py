@@ -32,7 +32,6 @@ import numpy as np
 import optax
 from numpyro.infer import SVI
 from numpyro.optim import optax_to_numpyro
-from tqdm.auto import tqdm
 
 from ppl_dgm import registry, results
 from ppl_dgm.config import TrainConfig
@@ -44,6 +43,7 @@ from ppl_dgm.train.common import (
     TEST_BINARIZATION_SEED,
     VALIDATION_SEED,
     DataInfo,
+    EpochLoop,
     default_alpha,
     prepare_data,
 )
@@ -115,7 +115,7 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
     return opt
 
 
-class NumPyroTrainer:
+class NumPyroTrainer(EpochLoop):
     """Trains one registered NumPyro pair on one data set; see the module docstring.
 
     Only semi-supervised pairs (M2 so far) have a NumPyro training step.
@@ -168,10 +168,7 @@ class NumPyroTrainer:
         self._elbo = jax.jit(partial(elbo_per_example, self.pair))
         self._site_kl = jax.jit(partial(site_kl, self.pair))
         self.compile_seconds = 0.0
-        self.epoch = 0
-        self.step = 0
-        self.history: list[dict[str, Any]] = []
-        self.train_seconds = 0.0
+        self.reset_counters()
 
     # ----------------------------------------------------------------------------- data
     def _array(self, x: np.ndarray, dtype: Any = np.float32) -> jax.Array:
@@ -307,55 +304,34 @@ class NumPyroTrainer:
         self.rng.bit_generator.state = state["numpy_rng"]
 
     # ----------------------------------------------------------------------------- the run
-    def fit(self, resume: bool = False) -> dict[str, Any]:
-        cfg = self.config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if resume:
-            self.load_checkpoint()
-        results.write_json(self.run_dir / results.CONFIG, cfg.to_dict())
-        self.compile()
-        total = cfg.epochs * self.steps_per_epoch
-        bar = tqdm(total=total, initial=self.epoch * self.steps_per_epoch, disable=not self.progress,
-                   desc=f"{cfg.model} on {cfg.dataset} (numpyro)", dynamic_ncols=True)
-        while self.epoch < cfg.epochs:
-            started, losses, betas = time.perf_counter(), [], []
-            for idx_l, idx_u in self._batches():
-                loss, beta = self.train_step(idx_l, idx_u)
-                losses.append(loss)
-                betas.append(beta)
-                bar.update(1)
-                if len(losses) % 10 == 0:
-                    bar.set_postfix(loss=f"{float(loss):.2f}", beta=f"{beta:.2f}")
-            mean_loss = float(jnp.mean(jnp.stack(losses)))  # waits for the epoch's last step
-            seconds = time.perf_counter() - started
-            if not math.isfinite(mean_loss):
-                raise FloatingPointError(
-                    f"the loss became {mean_loss} in epoch {self.epoch}; lower --lr or set clip_norm")
-            self.train_seconds += seconds
-            self.epoch += 1
-            record = {"epoch": self.epoch, "seconds": seconds,
-                      "lr": float(self.schedule(self.step)), "loss": mean_loss,
-                      "beta": float(np.mean(betas))}
-            record.update(self.evaluate_epoch())
-            self.history.append(record)
-            post = {"loss": f"{mean_loss:.2f}"}
-            if "validation_error" in record:
-                post["val_acc"] = f"{1 - record['validation_error']:.4f}"
-            if "validation_elbo" in record:
-                post["val_elbo"] = f"{record['validation_elbo']:.2f}"
-            bar.set_postfix(post)
-            self.save_checkpoint()
-            self.write_records()
-            if cfg.max_minutes is not None and self.train_seconds >= 60 * cfg.max_minutes:
-                break
-        bar.close()
-        return self.finish()
+    @property
+    def device_name(self) -> str:
+        return device_name(self.device)
 
-    def write_records(self) -> None:
-        attrs = {"model": self.config.model, "dataset": self.config.dataset,
-                 "seed": self.config.seed, "config": self.config.to_dict(),
-                 **results.environment(device_name(self.device))}
-        results.write_history(self.run_dir / results.HISTORY, self.history, attrs)
+    def before_fit(self) -> None:
+        self.compile()
+
+    def current_lr(self) -> float:
+        return float(self.schedule(self.step))
+
+    def summary_extras(self) -> dict[str, Any]:
+        return {"compile_seconds": self.compile_seconds}
+
+    def train_epoch(self, bar: Any) -> dict[str, float]:
+        """One epoch of SVI steps; the mean loss and beta (raises if the loss is not finite)."""
+        losses, betas = [], []
+        for idx_l, idx_u in self._batches():
+            loss, beta = self.train_step(idx_l, idx_u)
+            losses.append(loss)
+            betas.append(beta)
+            bar.update(1)
+            if len(losses) % 10 == 0:
+                bar.set_postfix(loss=f"{float(loss):.2f}", beta=f"{beta:.2f}")
+        mean_loss = float(jnp.mean(jnp.stack(losses)))  # waits for the epoch's last step
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(
+                f"the loss became {mean_loss} in epoch {self.epoch}; lower --lr or set clip_norm")
+        return {"loss": mean_loss, "beta": float(np.mean(betas))}
 
     def write_plots(self) -> None:
         """Per-site KL against epochs (``kl.png``)."""
@@ -363,35 +339,6 @@ class NumPyroTrainer:
 
         if self.history and "kl" in self.history[-1]:
             plot_site_kl(results.history_dataset(self.history, {}), self.run_dir / "kl.png")
-
-    def finish(self) -> dict[str, Any]:
-        """Final test-set evaluation; writes and returns ``summary.json`` (the Pyro trainer's keys)."""
-        cfg = self.config
-        device = device_name(self.device)
-        summary: dict[str, Any] = {
-            "model": cfg.model, "backend": cfg.backend, "dataset": cfg.dataset,
-            "labels": cfg.labels, "seed": cfg.seed, "epochs": self.epoch, "steps": self.step,
-            "steps_per_epoch": self.steps_per_epoch,
-            "seconds_per_epoch": self.train_seconds / max(self.epoch, 1),
-            "train_seconds": self.train_seconds, "compile_seconds": self.compile_seconds,
-            "device": device, "n_labelled": self.info.n_labelled,
-            "n_unlabelled": self.info.n_unlabelled, "n_validation": len(self.x_val),
-            "n_test": len(self.x_test), "test_error": None, "test_elbo": None,
-            "config": cfg.to_dict(), **results.environment(device),
-        }
-        summary["test_error"] = self.classification_error(self.x_test, self.y_test)
-        errors = [r.get("validation_error", math.inf) for r in self.history]
-        if errors:
-            best = int(np.argmin(errors))
-            summary["best_validation_epoch"] = self.history[best]["epoch"]
-            summary["test_error_at_best_validation"] = self.history[best].get("test_error")
-        summary["test_elbo"] = self.mean_elbo(self.x_test_binary)
-        summary["test_binarization_seed"] = TEST_BINARIZATION_SEED
-        if self.history and "kl" in self.history[-1]:
-            summary["kl"] = self.history[-1]["kl"]
-        self.write_plots()
-        results.write_json(self.run_dir / results.SUMMARY, summary)
-        return summary
 
 
 def load_run(run_dir: str | Path, device: str = "auto") -> NumPyroTrainer:
