@@ -127,6 +127,27 @@ def learning_curves(rows: list[dict], path: Path) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
 
 
+def glimpse_statistics(run_dir: Path, n: int = 2000) -> list[dict[str, float]]:
+    """Where the glimpses go on the first ``n`` test canvases, per step: the mean and spread of
+    the glimpse centre (normalised coordinates, -1..1 across the canvas) and of its scale
+    (square root of |det A|: the glimpse's side as a fraction of the canvas side). A spread
+    across canvases means the transform depends on the canvas, not only on the step."""
+    import torch
+
+    from ppl_dgm.train.loop import load_run
+
+    trainer = load_run(run_dir, "cpu")
+    with torch.no_grad():
+        theta, _ = trainer.pair.glimpses(trainer.x_test[:n])
+    centre = theta[..., :, 2]
+    scale = torch.linalg.det(theta[..., :, :2]).abs().sqrt()
+    return [{"step": k + 1,
+             "centre_x_mean": float(centre[:, k, 0].mean()), "centre_x_std": float(centre[:, k, 0].std()),
+             "centre_y_mean": float(centre[:, k, 1].mean()), "centre_y_std": float(centre[:, k, 1].std()),
+             "scale_mean": float(scale[:, k].mean()), "scale_std": float(scale[:, k].std())}
+            for k in range(theta.shape[1])]
+
+
 def glimpse_figure(run_dir: Path, path: Path, n: int = 6) -> None:
     from ppl_dgm.plots import plot_glimpses
     from ppl_dgm.train.loop import load_run
@@ -175,10 +196,15 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: rows[-1][k] for k in ("name", "wall_seconds", "test_digit_error",
                                                    "test_sequence_error")}), flush=True)
     learning_curves(rows, out / "learning_curves.png")
-    if (Path(args.runs) / "rnn-spn" / "summary.json").is_file():
-        glimpse_figure(Path(args.runs) / "rnn-spn", out / "glimpses_rnn_spn.png")
-    if (Path(args.runs) / "ffn-spn" / "summary.json").is_file():
-        glimpse_figure(Path(args.runs) / "ffn-spn", out / "glimpses_ffn_spn.png")
+    stats = {}
+    for name in ("rnn-spn", "ffn-spn"):
+        run_dir = Path(args.runs) / name
+        if name in args.models and (run_dir / "summary.json").is_file():
+            glimpse_figure(run_dir, out / f"glimpses_{name.replace('-', '_')}.png")
+            stats[name] = glimpse_statistics(run_dir)
+    if stats:
+        write_json(out / "glimpse_statistics.json", stats)
+        print(json.dumps(stats, indent=1))
     return 0
 
 
