@@ -169,7 +169,7 @@ def _evaluate_numpyro(run_dir: Path, *, iw_samples: int, chunk_size: int, subset
     from ppl_dgm.infer.numpyro_importance import log_likelihood
     from ppl_dgm.train.numpyro_loop import device_name
 
-    if classify_samples is not None:  # M2's q(y|x) is deterministic; recorded for the same keys
+    if classify_samples is not None:  # ADGM/SDGM average over draws of a (M2: deterministic)
         trainer.config.classify_samples = classify_samples
     record: dict[str, Any] = {"backend": "numpyro", "iw_samples": iw_samples,
                               "evaluation_seed": seed,

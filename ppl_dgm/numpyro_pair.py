@@ -26,18 +26,34 @@ class NumPyroPair:
     ``train=False`` makes batch normalisation use its running statistics (evaluation).
     ``classifier(params, x)`` gives q(y | x) as probabilities ``(B, n_classes)``; ``sampler(params,
     rng_key, n, y)`` gives Bernoulli means of ``n`` samples of x.
+
+    ``sampling_classifier``: the classifier averages over sampled latents (ADGM/SDGM's q(y | a, x)
+    over draws of a) and is called as ``classifier(params, x, num_samples=S, rng_key=key)``.
+    ``particles_in_program``: the programs draw their Monte Carlo particles themselves (from the
+    ``num_particles`` the trainer puts in the hparams), so a trainer's ELBO runs one particle.
     """
 
     model: Callable[..., Any]
     guide: Callable[..., Any]
     max_plate_nesting: int = 1
-    classifier: Callable[[Params, jax.Array], jax.Array] | None = None
+    classifier: Callable[..., jax.Array] | None = None
     sampler: Callable[..., jax.Array] | None = None
+    sampling_classifier: bool = False
+    particles_in_program: bool = False
 
-    def classify(self, params: Params, x: jax.Array, num_samples: int = 1) -> jax.Array:
-        """Class probabilities ``(B, n_classes)`` from the guide's classifier."""
+    def classify(self, params: Params, x: jax.Array, num_samples: int = 1,
+                 rng_key: jax.Array | None = None) -> jax.Array:
+        """Class probabilities ``(B, n_classes)`` from the guide's classifier.
+
+        A sampling classifier averages over ``num_samples`` draws keyed by ``rng_key`` (required
+        then); a deterministic one ignores both.
+        """
         if self.classifier is None:
             raise TypeError("this pair's guide has no classifier")
+        if self.sampling_classifier:
+            if rng_key is None:
+                raise ValueError("this pair's classifier samples its latents: pass rng_key")
+            return self.classifier(params, x, num_samples=num_samples, rng_key=rng_key)
         return self.classifier(params, x)
 
     def sample_x(self, params: Params, rng_key: jax.Array, n: int,

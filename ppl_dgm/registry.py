@@ -180,3 +180,18 @@ register(ModelSpec(
     description="M2 in NumPyro/JAX: the same pair, TraceEnum_ELBO + optax (--backend numpyro)",
     backend="numpyro",
 ))
+
+# The NumPyro twins of ADGM and SDGM (models/adgm_numpyro.py, models/sdgm_numpyro.py,
+# guides/auxiliary_numpyro.py): same networks and defaults; the particles are a plate inside the
+# programs (``num_particles`` is passed to the builder by the NumPyro trainer).
+for _name in ("adgm", "sdgm"):
+    register(ModelSpec(
+        name=_name,
+        task="semi-supervised",
+        build=f"ppl_dgm.models.{_name}_numpyro:build",
+        hparams=dict(get(_name).hparams),
+        train=dict(get(_name).train),
+        description=f"{_name.upper()} in NumPyro/JAX: the same pair, TraceEnum_ELBO + optax "
+                    "(--backend numpyro)",
+        backend="numpyro",
+    ))

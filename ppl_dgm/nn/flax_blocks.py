@@ -117,6 +117,36 @@ class GaussianHead(nn.Module):
         return loc, scale
 
 
+class LogitsMLP(nn.Module):
+    """Logits from several inputs: a :class:`MultiInputMLP` (submodule ``mlp``) and a linear map
+    (``logits``), e.g. q(y | a, x) or p(x | y, z). The twin of ``MultiInputMLP`` + ``torch.nn.Linear``."""
+
+    out_dim: int
+    hidden: Sequence[int]
+    act: str = "relu"
+    batch_norm: bool = False
+
+    @nn.compact
+    def __call__(self, *inputs: jax.Array, train: bool = True) -> jax.Array:
+        h = MultiInputMLP(self.hidden, self.act, self.batch_norm, name="mlp")(*inputs, train=train)
+        return dense(self.out_dim, h.shape[-1], name="logits")(h)
+
+
+class GaussianMLP(nn.Module):
+    """Diagonal Gaussian ``(loc, scale)`` from several inputs: a :class:`MultiInputMLP` (submodule
+    ``mlp``) and a :class:`GaussianHead` (``head``), e.g. q(z | a, y, x) or p(a | x, y, z)."""
+
+    out_dim: int
+    hidden: Sequence[int]
+    act: str = "relu"
+    batch_norm: bool = False
+
+    @nn.compact
+    def __call__(self, *inputs: jax.Array, train: bool = True) -> tuple[jax.Array, jax.Array]:
+        h = MultiInputMLP(self.hidden, self.act, self.batch_norm, name="mlp")(*inputs, train=train)
+        return GaussianHead(self.out_dim, name="head")(h)
+
+
 def network(name: str, module: nn.Module, *example_inputs: jax.Array,
             batch_norm: bool = False) -> Callable[..., Any]:
     """Register ``module`` in the running NumPyro program (``flax_module``) and return its apply.

@@ -75,11 +75,13 @@ def device_name(device: jax.Device) -> str:
 
 
 def build_pair(config: TrainConfig, info: DataInfo) -> NumPyroPair:
-    """The registered NumPyro pair, with alpha (default 0.1 * N / N_labelled) for semi-supervised."""
+    """The registered NumPyro pair, with alpha (default 0.1 * N / N_labelled) for semi-supervised
+    and ``num_particles`` (used by pairs that draw their particles inside the programs)."""
     spec = registry.get(config.model, config.backend)
     hparams = dict(config.hparams)
     if spec.task == "semi-supervised":
         hparams["alpha"] = config.alpha if config.alpha is not None else default_alpha(info)
+    hparams["num_particles"] = config.num_particles
     return spec.builder()(hparams, info)
 
 
@@ -118,7 +120,7 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
 class NumPyroTrainer(EpochLoop):
     """Trains one registered NumPyro pair on one data set; see the module docstring.
 
-    Only semi-supervised pairs (M2 so far) have a NumPyro training step.
+    Only semi-supervised pairs (M2, ADGM, SDGM) have a NumPyro training step.
     """
 
     checkpoint_name = CHECKPOINT
@@ -150,7 +152,9 @@ class NumPyroTrainer(EpochLoop):
         self.pair = build_pair(config, self.info)
         self.steps_per_epoch = self._steps_per_epoch()
         self.schedule = learning_rate(config, self.steps_per_epoch)
-        self.elbo = EnumELBO(config.num_particles, self.pair.max_plate_nesting)
+        # pairs that vectorise their particles inside the programs need one ELBO particle
+        elbo_particles = 1 if self.pair.particles_in_program else config.num_particles
+        self.elbo = EnumELBO(elbo_particles, self.pair.max_plate_nesting)
         self.svi = SVI(semi_supervised(self.pair.model), semi_supervised(self.pair.guide),
                        optax_to_numpyro(make_optimizer(config, self.steps_per_epoch)), self.elbo)
         self.batch_sizes = (min(config.labelled_batch_size, len(self.labelled)), config.batch_size)
@@ -164,7 +168,7 @@ class NumPyroTrainer(EpochLoop):
             self.svi_state = jax.eval_shape(self.svi.init, *init_args)
         self.warmup = LinearWarmup(round(config.warmup_epochs * self.steps_per_epoch))
         self._step_fn = jax.jit(self._train_step)
-        self._classify = jax.jit(self.pair.classify)
+        self._classify = jax.jit(self.pair.classify, static_argnames="num_samples")
         self._elbo = jax.jit(partial(elbo_per_example, self.pair))
         self._site_kl = jax.jit(partial(site_kl, self.pair))
         self.compile_seconds = 0.0
@@ -247,10 +251,14 @@ class NumPyroTrainer(EpochLoop):
 
     # ----------------------------------------------------------------------------- evaluation
     def classification_error(self, x: jax.Array, y: jax.Array) -> float:
-        """Fraction of wrong labels of q(y | x) (batch norm on its running statistics)."""
+        """Fraction of wrong labels of q(y | x) (batch norm on its running statistics; a sampling
+        classifier averages ``classify_samples`` draws, keyed by the batch's position)."""
         params, wrong, bs = self.params, 0, self.config.eval_batch_size
+        key = jax.random.fold_in(self.eval_key, 1 << 20)  # not one of mean_elbo's keys
         for start in range(0, len(x), bs):
-            probs = self._classify(params, x[start:start + bs])
+            probs = self._classify(params, x[start:start + bs],
+                                   num_samples=self.config.classify_samples,
+                                   rng_key=jax.random.fold_in(key, start))
             wrong += int((probs.argmax(-1) != y[start:start + bs]).sum())
         return wrong / len(y)
 
