@@ -195,3 +195,17 @@ for _name in ("adgm", "sdgm"):
                     "(--backend numpyro)",
         backend="numpyro",
     ))
+
+# The NumPyro twins of the VAE and LVAE (models/lvae_numpyro.py, guides/hierarchical_numpyro.py,
+# guides/ladder_numpyro.py): same networks and defaults; trained with Trace_ELBO (--elbo trace).
+for _name in ("vae", "lvae"):
+    register(ModelSpec(
+        name=_name,
+        task="unsupervised",
+        build="ppl_dgm.models.lvae_numpyro:build",
+        hparams=dict(get(_name).hparams),
+        train=dict(get(_name).train),
+        description=f"{'Hierarchical VAE' if _name == 'vae' else 'Ladder VAE'} in NumPyro/JAX: "
+                    "the same pair, Trace_ELBO + optax (--backend numpyro)",
+        backend="numpyro",
+    ))

@@ -5,9 +5,13 @@
   plus the program on the unlabelled batch (``y`` enumerated), each under ``handlers.scale(1 / B)``,
   so their ELBO is mean_labelled [L(x, y) + alpha * log q(y|x)] + mean_unlabelled U(x), weighted as
   the authors' code (and ``objectives.semi_supervised_loss``) weighs them.
+- :func:`unsupervised` does the same for one unlabelled batch (``y`` absent), scaled by ``1 / B``
+  (the mean ELBO of the batch, as ``objectives.unsupervised_loss``).
 - :class:`EnumELBO` is NumPyro's ``TraceEnum_ELBO`` that also returns the mutable state (the batch
   statistics of ``flax_module(..., mutable=["batch_stats"])``), which ``TraceEnum_ELBO`` itself does
-  not support, so one ``SVI.update`` trains networks with batch normalisation.
+  not support, so one ``SVI.update`` trains networks with batch normalisation. :class:`TraceELBO`
+  is the same for ``Trace_ELBO`` (pairs without discrete sites), keeping the state with several
+  particles too (``Trace_ELBO`` drops it then).
 - :func:`elbo_per_example` and :func:`site_kl` are the evaluation quantities of the Pyro trainer.
 
 Importing this module imports JAX and NumPyro, never torch.
@@ -21,7 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from numpyro import handlers
-from numpyro.infer import ELBO, TraceEnum_ELBO
+from numpyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO
 from numpyro.primitives import Messenger
 
 from ppl_dgm.numpyro_pair import NumPyroPair
@@ -49,6 +53,17 @@ def semi_supervised(program: Callable[..., Any]) -> Callable[..., None]:
             program(x_u, None, beta=beta, train=train)
 
     return ss
+
+
+def unsupervised(program: Callable[..., Any]) -> Callable[..., None]:
+    """``program(x, y=None, *, beta, train)`` -> ``un(x, *, beta, train)``: the program on an
+    unlabelled batch under ``handlers.scale(1 / B)`` (its ELBO is the batch mean)."""
+
+    def un(x: jax.Array, *, beta: float | jax.Array = 1.0, train: bool = True) -> None:
+        with handlers.scale(scale=1 / len(x)):
+            program(x, None, beta=beta, train=train)
+
+    return un
 
 
 class _collect_mutable(Messenger):
@@ -91,10 +106,25 @@ class EnumELBO(ELBO):
         return {"loss": sum(losses) / len(losses), "mutable_state": dict(store) or None}
 
 
+class TraceELBO(EnumELBO):
+    """``Trace_ELBO`` with mutable-state support for any number of particles (a Python loop, as
+    :class:`EnumELBO`): for pairs without discrete latent sites (the VAE and LVAE)."""
+
+    can_infer_discrete = False
+
+    def __init__(self, num_particles: int = 1, max_plate_nesting: int = 1) -> None:
+        ELBO.__init__(self, num_particles=num_particles, vectorize_particles=False)
+        self.single = Trace_ELBO(num_particles=1)
+
+
 def elbo_per_example(pair: NumPyroPair, params: dict[str, Any], x: jax.Array,
-                     rng_key: jax.Array) -> jax.Array:
-    """The ELBO (beta = 1, y unobserved and enumerated, running batch statistics), nats per example."""
-    elbo = TraceEnum_ELBO(max_plate_nesting=pair.max_plate_nesting)
+                     rng_key: jax.Array, enumerated: bool = True) -> jax.Array:
+    """The ELBO (beta = 1, y unobserved and enumerated, running batch statistics), nats per example.
+
+    ``enumerated=False`` uses ``Trace_ELBO`` (pairs without discrete latent sites: the same value).
+    """
+    elbo = (TraceEnum_ELBO(max_plate_nesting=pair.max_plate_nesting) if enumerated
+            else Trace_ELBO())
     return -elbo.loss(rng_key, params, pair.model, pair.guide, x, None, beta=1.0,
                       train=False) / x.shape[0]
 

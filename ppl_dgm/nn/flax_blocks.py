@@ -95,22 +95,29 @@ class MultiInputMLP(nn.Module):
 class GaussianHead(nn.Module):
     """Diagonal Gaussian parameters ``(loc, scale)`` from a hidden layer.
 
-    The log-variance is unconstrained (``scale = exp(logvar / 2)``), never passed through a softplus;
-    ``min_scale`` adds an optional floor (the LVAE paper's variance floor). ``batch_norm`` normalises
-    the two heads (the LVAE paper does this on the latent mean/variance layers).
+    ``variance="exp"`` (default): the log-variance is unconstrained (``scale = exp(logvar / 2)``),
+    never passed through a softplus, and ``min_scale`` adds an optional floor to the scale.
+    ``variance="softplus"``: the head gives the variance itself, ``var = softplus(h) +
+    min_scale**2`` (the LVAE authors' code, as ``torch_blocks.GaussianHead``). ``batch_norm``
+    normalises the two heads (the LVAE paper does this on the latent mean/variance layers).
     """
 
     out_dim: int
     batch_norm: bool = False
     min_scale: float = 0.0
+    variance: str = "exp"
 
     @nn.compact
     def __call__(self, h: jax.Array, train: bool = True) -> tuple[jax.Array, jax.Array]:
+        if self.variance not in ("exp", "softplus"):
+            raise ValueError(f"variance must be 'exp' or 'softplus' (got {self.variance!r})")
         loc = dense(self.out_dim, h.shape[-1], name="loc")(h)
         logvar = dense(self.out_dim, h.shape[-1], name="logvar")(h)
         if self.batch_norm:
             loc = batch_norm(train, name="loc_bn")(loc)
             logvar = batch_norm(train, name="logvar_bn")(logvar)
+        if self.variance == "softplus":
+            return loc, jnp.sqrt(nn.softplus(logvar) + self.min_scale ** 2)
         scale = jnp.exp(0.5 * logvar)
         if self.min_scale > 0:
             scale = scale + self.min_scale

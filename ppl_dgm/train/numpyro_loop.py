@@ -7,6 +7,12 @@ and the unlabelled batch, binarises them dynamically (``jax.random.bernoulli``, 
 number), and calls ``SVI.update`` with :class:`ppl_dgm.infer.numpyro_objectives.EnumELBO` on the
 :func:`~ppl_dgm.infer.numpyro_objectives.semi_supervised` programs, whose loss is
 mean_labelled [L + alpha * CE] + mean_unlabelled U as in ``objectives.semi_supervised_loss``.
+Unsupervised pairs (VAE, LVAE) take one SVI step per batch of the training set (binarised the same
+way), with :class:`~ppl_dgm.infer.numpyro_objectives.TraceELBO` (``--elbo trace``, their default)
+or ``EnumELBO`` (``--elbo trace_enum``) on the
+:func:`~ppl_dgm.infer.numpyro_objectives.unsupervised` program (the batch's mean -ELBO, as
+``objectives.unsupervised_loss``); their epochs record the validation ELBO and the per-site KL, and
+their summary the test ELBO, as the Pyro trainer's do.
 
 Everything is seeded from ``config.seed``: the data split and the batch order use numpy exactly as
 the Pyro trainer does (both backends see the same batches), the parameters and the ELBO's noise
@@ -30,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from numpyro import handlers
 from numpyro.infer import SVI
 from numpyro.optim import optax_to_numpyro
 
@@ -37,7 +44,14 @@ from ppl_dgm import registry, results
 from ppl_dgm.config import TrainConfig
 from ppl_dgm.data import binarize_static
 from ppl_dgm.infer.annealing import LinearWarmup
-from ppl_dgm.infer.numpyro_objectives import EnumELBO, elbo_per_example, semi_supervised, site_kl
+from ppl_dgm.infer.numpyro_objectives import (
+    EnumELBO,
+    TraceELBO,
+    elbo_per_example,
+    semi_supervised,
+    site_kl,
+    unsupervised,
+)
 from ppl_dgm.numpyro_pair import NumPyroPair
 from ppl_dgm.train.common import (
     TEST_BINARIZATION_SEED,
@@ -120,7 +134,8 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
 class NumPyroTrainer(EpochLoop):
     """Trains one registered NumPyro pair on one data set; see the module docstring.
 
-    Only semi-supervised pairs (M2, ADGM, SDGM) have a NumPyro training step.
+    Semi-supervised pairs (M2, ADGM, SDGM) and unsupervised ones (VAE, LVAE) have a NumPyro
+    training step; supervised ones do not.
     """
 
     checkpoint_name = CHECKPOINT
@@ -134,12 +149,16 @@ class NumPyroTrainer(EpochLoop):
         self.progress = progress
         self.spec = registry.get(config.model, config.backend)
         self.task = self.spec.task
-        if self.task != "semi-supervised":
+        if self.task not in ("semi-supervised", "unsupervised"):
             raise NotImplementedError(
-                f"the NumPyro trainer handles semi-supervised pairs only ({config.model} is "
-                f"{self.task}); use --backend pyro")
-        if config.elbo != "trace_enum":
-            raise ValueError(f"the NumPyro trainer uses TraceEnum_ELBO (got --elbo {config.elbo})")
+                f"the NumPyro trainer handles semi-supervised and unsupervised pairs only "
+                f"({config.model} is {self.task}); use --backend pyro")
+        if self.task == "semi-supervised" and config.elbo != "trace_enum":
+            raise ValueError(f"the NumPyro trainer uses TraceEnum_ELBO for semi-supervised pairs "
+                             f"(got --elbo {config.elbo})")
+        if self.task == "unsupervised" and config.elbo not in ("trace", "trace_enum"):
+            raise ValueError(f"the NumPyro trainer uses Trace_ELBO (--elbo trace) or "
+                             f"TraceEnum_ELBO (--elbo trace_enum) (got --elbo {config.elbo})")
         if config.free_bits > 0:
             raise ValueError("free bits are not implemented for the NumPyro backend")
         self.device = resolve_device(config.device)
@@ -154,25 +173,55 @@ class NumPyroTrainer(EpochLoop):
         self.schedule = learning_rate(config, self.steps_per_epoch)
         # pairs that vectorise their particles inside the programs need one ELBO particle
         elbo_particles = 1 if self.pair.particles_in_program else config.num_particles
-        self.elbo = EnumELBO(elbo_particles, self.pair.max_plate_nesting)
-        self.svi = SVI(semi_supervised(self.pair.model), semi_supervised(self.pair.guide),
-                       optax_to_numpyro(make_optimizer(config, self.steps_per_epoch)), self.elbo)
-        self.batch_sizes = (min(config.labelled_batch_size, len(self.labelled)), config.batch_size)
+        optimizer = optax_to_numpyro(make_optimizer(config, self.steps_per_epoch))
         x = self.data.x_train.reshape(len(self.data.x_train), -1)
-        idx_l, idx_u = self.labelled[:self.batch_sizes[0]], self.unlabelled[:self.batch_sizes[1]]
-        init_args = (init_key, x[idx_l], self.data.y_train[idx_l].astype(np.int32), x[idx_u])
+        init_args: tuple
+        if self.task == "semi-supervised":
+            self.elbo = EnumELBO(elbo_particles, self.pair.max_plate_nesting)
+            self.svi = SVI(semi_supervised(self.pair.model), semi_supervised(self.pair.guide),
+                           optimizer, self.elbo)
+            self.batch_sizes = (min(config.labelled_batch_size, len(self.labelled)),
+                                config.batch_size)
+            idx_l = self.labelled[:self.batch_sizes[0]]
+            idx_u = self.unlabelled[:self.batch_sizes[1]]
+            init_args = (init_key, x[idx_l], self.data.y_train[idx_l].astype(np.int32), x[idx_u])
+        else:
+            kind = TraceELBO if config.elbo == "trace" else EnumELBO
+            self.elbo = kind(elbo_particles, self.pair.max_plate_nesting)
+            self.svi = SVI(unsupervised(self.pair.model), unsupervised(self.pair.guide),
+                           optimizer, self.elbo)
+            self.batch_sizes = (0, min(config.batch_size, len(self.x_train)))
+            init_args = (init_key, x[:self.batch_sizes[1]])
+        init = self.svi.init if self.task == "semi-supervised" else self._init_unsupervised
         if initialise:
             with jax.default_device(self.device):  # jit: one compilation, not one per operation
-                self.svi_state = jax.jit(self.svi.init)(*init_args)
+                self.svi_state = jax.jit(init)(*init_args)
         else:  # traced, not compiled: sets SVI's constrain_fn; the values come from a checkpoint
-            self.svi_state = jax.eval_shape(self.svi.init, *init_args)
+            self.svi_state = jax.eval_shape(init, *init_args)
         self.warmup = LinearWarmup(round(config.warmup_epochs * self.steps_per_epoch))
-        self._step_fn = jax.jit(self._train_step)
+        self._step_fn = jax.jit(self._train_step if self.task == "semi-supervised"
+                                else self._train_step_unsupervised)
         self._classify = jax.jit(self.pair.classify, static_argnames="num_samples")
-        self._elbo = jax.jit(partial(elbo_per_example, self.pair))
+        # the pair's own kind of ELBO: Trace_ELBO (the same value, cheaper to compile) without y
+        self._elbo = jax.jit(partial(elbo_per_example, self.pair,
+                                     enumerated=self.task == "semi-supervised"))
         self._site_kl = jax.jit(partial(site_kl, self.pair))
         self.compile_seconds = 0.0
         self.reset_counters()
+
+    def _init_unsupervised(self, rng_key: jax.Array, x: jax.Array) -> Any:
+        """``SVI.init`` with the guide's initial parameters and batch-norm state handed to it.
+
+        ``SVI.init`` runs the model with the guide's parameters substituted but not its mutable
+        state, so a network shared by both programs with batch norm (the ladder guide's
+        ``share_top_down``) would enter the model with parameters and no state; the guide is
+        traced first here (its key is ``SVI.init``'s guide key) and both are passed on.
+        """
+        guide_key = jax.random.split(rng_key, 3)[2]
+        guide_trace = handlers.trace(handlers.seed(self.svi.guide, guide_key)).get_trace(x)
+        init_params = {name: site["value"] for name, site in guide_trace.items()
+                       if site["type"] in ("param", "mutable")}
+        return self.svi.init(rng_key, x, init_params=init_params)
 
     # ----------------------------------------------------------------------------- data
     def _array(self, x: np.ndarray, dtype: Any = np.float32) -> jax.Array:
@@ -198,12 +247,19 @@ class NumPyroTrainer(EpochLoop):
         self.unlabelled = np.asarray(s.unlabelled)
 
     def _steps_per_epoch(self) -> int:
-        steps = max(len(self.unlabelled) // self.config.batch_size, 1)
+        n = len(self.unlabelled) if self.task == "semi-supervised" else len(self.x_train)
+        steps = max(n // self.config.batch_size, 1)
         return min(steps, self.config.steps_per_epoch or steps)
 
     def _batches(self):
-        """Index batches for one epoch, drawn exactly as the Pyro trainer draws them."""
+        """Index batches for one epoch, drawn exactly as the Pyro trainer draws them: (labelled,
+        unlabelled) pairs, or (``None``, batch) of the whole training set for unsupervised pairs."""
         cfg = self.config
+        if self.task == "unsupervised":
+            order = self.rng.permutation(len(self.x_train))
+            for i in range(self.steps_per_epoch):
+                yield None, order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            return
         order = self.rng.permutation(len(self.unlabelled))
         n_l = len(self.labelled)
         for i in range(self.steps_per_epoch):
@@ -221,23 +277,37 @@ class NumPyroTrainer(EpochLoop):
         x_u = jax.random.bernoulli(key_u, x_train[idx_u]).astype(x_train.dtype)
         return self.svi.update(svi_state, x_l, y_train[idx_l], x_u, beta=beta)
 
-    def _step_args(self, idx_l: np.ndarray, idx_u: np.ndarray, step: int, beta: float) -> tuple:
-        return (self.x_train, self.y_train, jnp.asarray(idx_l, jnp.int32),
-                jnp.asarray(idx_u, jnp.int32), jnp.asarray(step, jnp.int32),
+    def _train_step_unsupervised(self, svi_state: Any, x_train: jax.Array, idx: jax.Array,
+                                 step: jax.Array, beta: jax.Array) -> tuple[Any, jax.Array]:
+        """One SVI step on a batch of the training set, binarised here (inside jit)."""
+        key = jax.random.fold_in(self.binarize_key, step)
+        x = jax.random.bernoulli(key, x_train[idx]).astype(x_train.dtype)
+        return self.svi.update(svi_state, x, beta=beta)
+
+    def _step_args(self, idx_l: np.ndarray | None, idx_u: np.ndarray, step: int,
+                   beta: float) -> tuple:
+        tail = (jnp.asarray(idx_u, jnp.int32), jnp.asarray(step, jnp.int32),
                 jnp.asarray(beta, jnp.float32))
+        if self.task == "unsupervised":
+            return (self.x_train, *tail)
+        return (self.x_train, self.y_train, jnp.asarray(idx_l, jnp.int32), *tail)
 
     def compile(self) -> None:
         """Compile the training step ahead of time (kept out of the epochs' timings)."""
         if not isinstance(self._step_fn, jax.stages.Compiled):
             started = time.perf_counter()
-            idx_l = self.labelled[:self.batch_sizes[0]]
-            idx_u = self.unlabelled[:self.batch_sizes[1]]
+            if self.task == "semi-supervised":
+                idx_l, idx_u = self.labelled[:self.batch_sizes[0]], self.unlabelled[
+                    :self.batch_sizes[1]]
+            else:
+                idx_l, idx_u = None, np.arange(self.batch_sizes[1])
             self._step_fn = self._step_fn.lower(
                 self.svi_state, *self._step_args(idx_l, idx_u, 0, 1.0)).compile()
             self.compile_seconds += time.perf_counter() - started
 
-    def train_step(self, idx_l: np.ndarray, idx_u: np.ndarray) -> tuple[jax.Array, float]:
-        """One optimiser step; returns the (device) loss and beta."""
+    def train_step(self, idx_l: np.ndarray | None, idx_u: np.ndarray) -> tuple[jax.Array, float]:
+        """One optimiser step (``idx_l`` is ``None`` for unsupervised pairs); returns the (device)
+        loss and beta."""
         beta = self.warmup(self.step)
         self.svi_state, loss = self._step_fn(self.svi_state,
                                              *self._step_args(idx_l, idx_u, self.step, beta))
@@ -263,7 +333,8 @@ class NumPyroTrainer(EpochLoop):
         return wrong / len(y)
 
     def mean_elbo(self, x: jax.Array) -> float:
-        """The ELBO (y enumerated, beta = 1) in nats per example, with fixed noise keys."""
+        """The ELBO (y enumerated if the pair has one, beta = 1) in nats per example, with fixed
+        noise keys."""
         params, total, bs = self.params, 0.0, self.config.eval_batch_size
         for i, start in enumerate(range(0, len(x), bs)):
             xb = x[start:start + bs]
@@ -272,10 +343,11 @@ class NumPyroTrainer(EpochLoop):
 
     def evaluate_epoch(self) -> dict[str, Any]:
         record: dict[str, Any] = {}
-        if len(self.x_val):
+        if self.classifies and len(self.x_val):
             record["validation_error"] = self.classification_error(self.x_val, self.y_val)
-        # recorded for learning curves only; model selection reads validation_error
-        record["test_error"] = self.classification_error(self.x_test, self.y_test)
+        if self.classifies:
+            # recorded for learning curves only; model selection reads validation_error
+            record["test_error"] = self.classification_error(self.x_test, self.y_test)
         if len(self.x_val):
             x_val = self.x_val_binary[:1000]
             record["validation_elbo"] = self.mean_elbo(x_val)
@@ -342,11 +414,18 @@ class NumPyroTrainer(EpochLoop):
         return {"loss": mean_loss, "beta": float(np.mean(betas))}
 
     def write_plots(self) -> None:
-        """Per-site KL against epochs (``kl.png``)."""
-        from ppl_dgm.plots import plot_site_kl
+        """Per-site KL against epochs (``kl.png``) and, for unsupervised pairs, samples from the
+        prior (``samples_prior.png``), as the Pyro trainer writes them."""
+        from ppl_dgm.plots import image_grid, plot_site_kl
 
         if self.history and "kl" in self.history[-1]:
             plot_site_kl(results.history_dataset(self.history, {}), self.run_dir / "kl.png")
+        if self.task == "unsupervised" and self.pair.sampler is not None:
+            key = jax.random.fold_in(self.eval_key, 1 << 21)
+            sample = jax.jit(self.pair.sample_x, static_argnums=2)  # one compilation
+            images = np.asarray(sample(self.params, key, 100))
+            image_grid(images.reshape(100, *self.info.image_shape), self.run_dir /
+                       "samples_prior.png", nrow=10)
 
 
 def load_run(run_dir: str | Path, device: str = "auto") -> NumPyroTrainer:

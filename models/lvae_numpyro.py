@@ -1,0 +1,200 @@
+"""The LVAE generative model (Sønderby, Raiko, Maaløe, Sønderby, Winther, NIPS 2016) as a NumPyro
+program.
+
+The NumPyro twin of ``models/lvae.py`` (same sites, same networks, same registered defaults):
+
+    p(x, z_1..z_L) = p(z_L) prod_{i=1}^{L-1} p(z_i | z_{i+1}) p(x | z_1),
+
+    p(z_L) = N(0, I),  p(z_i | z_{i+1}) = N(mu_p,i(z_{i+1}), var_p,i(z_{i+1})),
+    p(x | z_1) = Bernoulli(logits = MLP(z_1)).
+
+Two guides: the plain bottom-up one (``ppl_dgm.guides.hierarchical_numpyro``, the paper's "VAE")
+and the ladder guide (``ppl_dgm.guides.ladder_numpyro``); :func:`build` assembles either pair.
+
+Networks (flax modules registered with ``flax_module``): ``top_down_{k}`` is p(z_{k+1} | z_{k+2})
+(k = 0..L-2), a :class:`GaussianLayer` (two hidden layers of ``hidden_dims[k + 1]`` units, batch
+norm in them and on the mean/variance heads, variance ``softplus(h) + min_scale**2``); ``p_x`` is
+p(x | z_1), two hidden layers of ``hidden_dims[0]`` units and the logits (no batch norm on them).
+KL warm-up: every latent site's log-density is scaled by ``beta`` (:func:`kl_scale`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from flax import linen as nn
+from numpyro import handlers
+
+from ppl_dgm.nn.flax_blocks import GaussianHead, LogitsMLP, MultiInputMLP, apply, network
+from ppl_dgm.numpyro_pair import NumPyroPair
+
+#: The paper's variance floor (about 1e-5) as a floor on the standard deviation (as in Pyro).
+PAPER_MIN_SCALE = 1e-5 ** 0.5
+
+#: The registered defaults (the paper's MNIST model), the same as ``models/lvae.py``'s.
+DEFAULTS: dict[str, Any] = {
+    "z_dims": [64, 32, 16, 8, 4],
+    "hidden_dims": [512, 256, 128, 64, 32],
+    "activation": "leaky_relu",
+    "batch_norm": True,
+    "min_scale": PAPER_MIN_SCALE,
+    "guide": "ladder",
+    "share_top_down": True,
+}
+
+
+def kl_scale(beta: float | jax.Array) -> contextlib.AbstractContextManager:
+    """The annealed-KL hook: ``handlers.scale(scale=beta)`` around a latent site.
+
+    ``handlers.scale`` refuses a concrete beta of 0 (warm-up starts there; under ``jit`` beta is a
+    tracer and passes): a Python 0 masks the site instead, which is the same objective. A Python 1
+    adds no handler (so the sites carry no scale at evaluation).
+    """
+    if isinstance(beta, (int, float)):
+        if beta == 1:
+            return contextlib.nullcontext()
+        if beta == 0:
+            return handlers.mask(mask=False)
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0 (got {beta})")
+    return handlers.scale(scale=beta)
+
+
+class GaussianLayer(nn.Module):
+    """A Gaussian conditional: a two-layer MLP (submodule ``mlp``) then a Gaussian head (``head``).
+
+    Returns ``(h, loc, scale)``: ``h`` is the MLP's last hidden layer (the ladder guide's
+    deterministic d_{k+1}), ``(loc, scale)`` the head's Gaussian. The twin of
+    ``models/lvae.py``'s ``GaussianMLP`` (``mlp.input_0, mlp.bn_0, mlp.dense_1, mlp.bn_1`` are the
+    torch ``mlp.inputs[0], mlp.first[0], mlp.rest[0], mlp.rest[1]``; ``head.loc, head.logvar,
+    head.loc_bn, head.logvar_bn`` the torch head's).
+    """
+
+    out_dim: int
+    hidden: int
+    act: str = "leaky_relu"
+    batch_norm: bool = True
+    min_scale: float = PAPER_MIN_SCALE
+    n_hidden: int = 2
+    variance: str = "softplus"
+
+    @nn.compact
+    def __call__(self, u: jax.Array, train: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
+        h = MultiInputMLP((self.hidden,) * self.n_hidden, self.act, self.batch_norm,
+                          name="mlp")(u, train=train)
+        loc, scale = GaussianHead(self.out_dim, self.batch_norm, self.min_scale, self.variance,
+                                  name="head")(h, train=train)
+        return h, loc, scale
+
+
+def check_dims(z_dims: Sequence[int], hidden_dims: Sequence[int]) -> None:
+    """One deterministic size per stochastic layer, at least one layer, all sizes positive."""
+    if len(z_dims) < 1:
+        raise ValueError("an LVAE needs at least one stochastic layer")
+    if len(hidden_dims) != len(z_dims):
+        raise ValueError(f"need one deterministic size per stochastic layer: "
+                         f"z_dims={list(z_dims)}, hidden_dims={list(hidden_dims)}")
+    if min(z_dims) < 1 or min(hidden_dims) < 1:
+        raise ValueError("layer sizes must be positive")
+
+
+def top_down_layers(z_dims: Sequence[int], hidden_dims: Sequence[int], activation: str,
+                    batch_norm: bool, min_scale: float) -> list[GaussianLayer]:
+    """The networks of p(z_{k+1} | z_{k+2}), k = 0..L-2 (also the ladder guide's own top-down)."""
+    return [GaussianLayer(z_dims[k], hidden_dims[k + 1], activation, batch_norm, min_scale)
+            for k in range(len(z_dims) - 1)]
+
+
+class LVAEModel:
+    """The generative model p; ``model(x, y=None, *, beta=1.0, train=True)`` is the NumPyro program.
+
+    Sites ``z{L}``, ..., ``z1`` are sampled top-down (z_L first), then ``x`` is observed. ``y`` is
+    accepted for the common signature and ignored (the LVAE is unsupervised).
+    """
+
+    def __init__(self, x_dim: int, z_dims: Sequence[int], hidden_dims: Sequence[int],
+                 activation: str = "leaky_relu", batch_norm: bool = True,
+                 min_scale: float = PAPER_MIN_SCALE) -> None:
+        check_dims(z_dims, hidden_dims)
+        self.x_dim, self.z_dims, self.hidden_dims = x_dim, list(z_dims), list(hidden_dims)
+        self.batch_norm = batch_norm
+        self.top_down = top_down_layers(z_dims, hidden_dims, activation, batch_norm, min_scale)
+        self.decoder = LogitsMLP(x_dim, (hidden_dims[0],) * 2, activation, batch_norm)
+
+    @property
+    def n_layers(self) -> int:
+        """L, the number of stochastic layers."""
+        return len(self.z_dims)
+
+    def networks(self, prefix: str = "top_down") -> list[Any]:
+        """The top-down networks registered in the running program as ``{prefix}_{k}``."""
+        return [network(f"{prefix}_{k}", layer, jnp.zeros((1, self.z_dims[k + 1])),
+                        batch_norm=self.batch_norm)
+                for k, layer in enumerate(self.top_down)]
+
+    def __call__(self, x: jax.Array, y: jax.Array | None = None, *,
+                 beta: float | jax.Array = 1.0, train: bool = True) -> jax.Array:
+        L = self.n_layers
+        top_down = self.networks()
+        p_x = network("p_x", self.decoder, jnp.zeros((1, self.z_dims[0])),
+                      batch_norm=self.batch_norm)
+        with numpyro.plate("data", x.shape[0]):
+            d = self.z_dims[-1]
+            with kl_scale(beta):
+                z = numpyro.sample(f"z{L}", dist.Normal(jnp.zeros(d), 1.0).to_event(1))
+            for i in range(L - 1, 0, -1):
+                _, loc, scale = top_down[i - 1](z, train=train)
+                with kl_scale(beta):
+                    z = numpyro.sample(f"z{i}", dist.Normal(loc, scale).to_event(1))
+            logits = p_x(z, train=train)
+            numpyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+        return logits
+
+    def sample_x(self, params: dict[str, Any], rng_key: jax.Array, n: int,
+                 y: jax.Array | None = None) -> jax.Array:
+        """Bernoulli means ``(n, x_dim)`` of ancestral samples (batch norm: running statistics)."""
+        keys = jax.random.split(rng_key, self.n_layers)
+        z = jax.random.normal(keys[-1], (n, self.z_dims[-1]))
+        for i in range(self.n_layers - 1, 0, -1):
+            _, loc, scale = apply(self.top_down[i - 1], params, f"top_down_{i - 1}", z,
+                                  train=False)
+            z = loc + scale * jax.random.normal(keys[i - 1], loc.shape)
+        return jax.nn.sigmoid(apply(self.decoder, params, "p_x", z, train=False))
+
+
+def build(hparams: Mapping[str, Any], data: Any) -> NumPyroPair:
+    """The LVAE model and the guide ``hparams["guide"]`` (``"ladder"`` or ``"hierarchical"``).
+
+    ``hparams`` keys as ``models/lvae.py``'s :func:`build` (defaults in :data:`DEFAULTS`), plus
+    ``num_particles``, which the NumPyro trainer adds and this pair ignores (the trainer's ELBO
+    draws the particles). ``data`` needs ``x_dim``.
+    """
+    from ppl_dgm.guides.hierarchical_numpyro import HierarchicalGuide
+    from ppl_dgm.guides.ladder_numpyro import LadderGuide
+
+    hparams = {k: v for k, v in hparams.items() if k != "num_particles"}
+    unknown = set(hparams) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown LVAE hyperparameters {sorted(unknown)}; "
+                         f"known: {sorted(DEFAULTS)}")
+    h = {**DEFAULTS, **hparams}
+    z_dims = [int(d) for d in h["z_dims"]]
+    hidden_dims = [int(d) for d in h["hidden_dims"]]
+    common = dict(activation=str(h["activation"]), batch_norm=bool(h["batch_norm"]),
+                  min_scale=float(h["min_scale"]))
+    p = LVAEModel(int(data.x_dim), z_dims, hidden_dims, **common)
+    q: Any
+    if h["guide"] == "ladder":
+        q = LadderGuide(int(data.x_dim), z_dims, hidden_dims, **common,
+                        shared=p if h["share_top_down"] else None)
+    elif h["guide"] == "hierarchical":
+        q = HierarchicalGuide(int(data.x_dim), z_dims, hidden_dims, **common)
+    else:
+        raise ValueError(f"unknown LVAE guide {h['guide']!r}; choose 'ladder' or 'hierarchical'")
+    return NumPyroPair(p, q, max_plate_nesting=1, sampler=p.sample_x)
