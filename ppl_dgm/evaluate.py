@@ -174,11 +174,13 @@ def _evaluate_numpyro(run_dir: Path, *, iw_samples: int, chunk_size: int, subset
     record: dict[str, Any] = {"backend": "numpyro", "iw_samples": iw_samples,
                               "evaluation_seed": seed,
                               "classify_samples": trainer.config.classify_samples}
-    # The NumPyro trainer handles semi-supervised pairs (they classify) and unsupervised ones;
-    # both have a likelihood, whose IW weights any pair's model and guide traces give.
+    # Semi-supervised and unsupervised pairs have a likelihood, whose IW weights any pair's model
+    # and guide traces give; supervised pairs (the RNN-SPN) have their digit and sequence errors.
     if trainer.classifies:
         record["test_error"] = trainer.classification_error(trainer.x_test, trainer.y_test)
-    if iw_samples > 0:
+        if trainer.task == "supervised" and trainer.info.sequence_length > 1:
+            record["test_sequence_error"] = trainer.sequence_error(trainer.x_test, trainer.y_test)
+    if trainer.task != "supervised" and iw_samples > 0:
         x = trainer.x_test_binary if subset is None else trainer.x_test_binary[:subset]
         x_host = np.asarray(x, dtype=np.float32)
         params, key = trainer.params, jax.random.PRNGKey(seed)

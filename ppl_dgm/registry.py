@@ -209,3 +209,19 @@ for _name in ("vae", "lvae"):
                     "the same pair, Trace_ELBO + optax (--backend numpyro)",
         backend="numpyro",
     ))
+
+# The NumPyro twins of the RNN-SPN and its baselines (models/rnn_spn_numpyro.py): same networks,
+# initialisation and training defaults (RMSprop with Lasagne's constants, Trace_ELBO on the mean
+# cross-entropy).
+for _name, _build in (("rnn-spn", "build_rnn_spn"), ("ffn-spn", "build_ffn_spn"),
+                      ("cnn-seq", "build_cnn")):
+    register(ModelSpec(
+        name=_name,
+        task="supervised",
+        build=f"ppl_dgm.models.rnn_spn_numpyro:{_build}",
+        hparams=dict(get(_name).hparams),
+        train=dict(get(_name).train),
+        description=f"{get(_name).description.split(':')[0]} in NumPyro/JAX: the same networks, "
+                    "Trace_ELBO + optax (--backend numpyro)",
+        backend="numpyro",
+    ))

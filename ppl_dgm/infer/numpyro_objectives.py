@@ -7,6 +7,9 @@
   the authors' code (and ``objectives.semi_supervised_loss``) weighs them.
 - :func:`unsupervised` does the same for one unlabelled batch (``y`` absent), scaled by ``1 / B``
   (the mean ELBO of the batch, as ``objectives.unsupervised_loss``).
+- :func:`supervised` runs a discriminative program (observed ``y``, empty guide) on one labelled
+  batch scaled by ``1 / y.size``: its ``Trace_ELBO`` loss is the mean cross-entropy over the
+  B x T labels, as ``objectives.supervised_loss``.
 - :class:`EnumELBO` is NumPyro's ``TraceEnum_ELBO`` that also returns the mutable state (the batch
   statistics of ``flax_module(..., mutable=["batch_stats"])``), which ``TraceEnum_ELBO`` itself does
   not support, so one ``SVI.update`` trains networks with batch normalisation. :class:`TraceELBO`
@@ -64,6 +67,19 @@ def unsupervised(program: Callable[..., Any]) -> Callable[..., None]:
             program(x, None, beta=beta, train=train)
 
     return un
+
+
+def supervised(program: Callable[..., Any]) -> Callable[..., None]:
+    """``program(x, y=None, *, beta, train)`` -> ``sup(x, y, *, beta, train)``: the program on a
+    labelled batch under ``handlers.scale(1 / y.size)`` (for the RNN-SPN's ``y (B, T)`` the loss
+    is the mean cross-entropy over the B x T digits; ``beta`` is passed on unchanged)."""
+
+    def sup(x: jax.Array, y: jax.Array, *, beta: float | jax.Array = 1.0,
+            train: bool = True) -> None:
+        with handlers.scale(scale=1 / y.size):
+            program(x, y, beta=beta, train=train)
+
+    return sup
 
 
 class _collect_mutable(Messenger):

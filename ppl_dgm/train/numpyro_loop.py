@@ -12,7 +12,12 @@ way), with :class:`~ppl_dgm.infer.numpyro_objectives.TraceELBO` (``--elbo trace`
 or ``EnumELBO`` (``--elbo trace_enum``) on the
 :func:`~ppl_dgm.infer.numpyro_objectives.unsupervised` program (the batch's mean -ELBO, as
 ``objectives.unsupervised_loss``); their epochs record the validation ELBO and the per-site KL, and
-their summary the test ELBO, as the Pyro trainer's do.
+their summary the test ELBO, as the Pyro trainer's do. Supervised pairs (the RNN-SPN, FFN-SPN and
+CNN of ``models/rnn_spn_numpyro.py``: ``y`` observed, empty guide) take one SVI step per batch of
+the training set (intensities, not binarised) with ``TraceELBO`` on the
+:func:`~ppl_dgm.infer.numpyro_objectives.supervised` program, whose loss is the mean cross-entropy
+over the batch's labels (``objectives.supervised_loss``); their epochs record the validation and
+test digit errors, their summary the test digit and sequence errors, and nothing about an ELBO.
 
 Everything is seeded from ``config.seed``: the data split and the batch order use numpy exactly as
 the Pyro trainer does (both backends see the same batches), the parameters and the ELBO's noise
@@ -50,6 +55,7 @@ from ppl_dgm.infer.numpyro_objectives import (
     elbo_per_example,
     semi_supervised,
     site_kl,
+    supervised,
     unsupervised,
 )
 from ppl_dgm.numpyro_pair import NumPyroPair
@@ -134,8 +140,8 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
 class NumPyroTrainer(EpochLoop):
     """Trains one registered NumPyro pair on one data set; see the module docstring.
 
-    Semi-supervised pairs (M2, ADGM, SDGM) and unsupervised ones (VAE, LVAE) have a NumPyro
-    training step; supervised ones do not.
+    Semi-supervised pairs (M2, ADGM, SDGM), unsupervised ones (VAE, LVAE) and supervised ones
+    (RNN-SPN, FFN-SPN, CNN on digit sequences) each have a NumPyro training step.
     """
 
     checkpoint_name = CHECKPOINT
@@ -149,16 +155,19 @@ class NumPyroTrainer(EpochLoop):
         self.progress = progress
         self.spec = registry.get(config.model, config.backend)
         self.task = self.spec.task
-        if self.task not in ("semi-supervised", "unsupervised"):
+        if self.task not in ("semi-supervised", "unsupervised", "supervised"):
             raise NotImplementedError(
-                f"the NumPyro trainer handles semi-supervised and unsupervised pairs only "
-                f"({config.model} is {self.task}); use --backend pyro")
+                f"the NumPyro trainer has no training step for {self.task} pairs "
+                f"({config.model}); use --backend pyro")
         if self.task == "semi-supervised" and config.elbo != "trace_enum":
             raise ValueError(f"the NumPyro trainer uses TraceEnum_ELBO for semi-supervised pairs "
                              f"(got --elbo {config.elbo})")
         if self.task == "unsupervised" and config.elbo not in ("trace", "trace_enum"):
             raise ValueError(f"the NumPyro trainer uses Trace_ELBO (--elbo trace) or "
                              f"TraceEnum_ELBO (--elbo trace_enum) (got --elbo {config.elbo})")
+        if self.task == "supervised" and config.elbo != "trace":
+            raise ValueError(f"the NumPyro trainer uses Trace_ELBO (--elbo trace) for supervised "
+                             f"pairs (got --elbo {config.elbo})")
         if config.free_bits > 0:
             raise ValueError("free bits are not implemented for the NumPyro backend")
         self.device = resolve_device(config.device)
@@ -185,6 +194,13 @@ class NumPyroTrainer(EpochLoop):
             idx_l = self.labelled[:self.batch_sizes[0]]
             idx_u = self.unlabelled[:self.batch_sizes[1]]
             init_args = (init_key, x[idx_l], self.data.y_train[idx_l].astype(np.int32), x[idx_u])
+        elif self.task == "supervised":
+            self.elbo = TraceELBO(elbo_particles, self.pair.max_plate_nesting)
+            self.svi = SVI(supervised(self.pair.model), supervised(self.pair.guide), optimizer,
+                           self.elbo)
+            self.batch_sizes = (0, min(config.batch_size, len(self.x_train)))
+            init_args = (init_key, x[:self.batch_sizes[1]],
+                         self.data.y_train[:self.batch_sizes[1]].astype(np.int32))
         else:
             kind = TraceELBO if config.elbo == "trace" else EnumELBO
             self.elbo = kind(elbo_particles, self.pair.max_plate_nesting)
@@ -192,15 +208,16 @@ class NumPyroTrainer(EpochLoop):
                            optimizer, self.elbo)
             self.batch_sizes = (0, min(config.batch_size, len(self.x_train)))
             init_args = (init_key, x[:self.batch_sizes[1]])
-        init = self.svi.init if self.task == "semi-supervised" else self._init_unsupervised
+        init = self._init_unsupervised if self.task == "unsupervised" else self.svi.init
         if initialise:
             with jax.default_device(self.device):  # jit: one compilation, not one per operation
                 self.svi_state = jax.jit(init)(*init_args)
         else:  # traced, not compiled: sets SVI's constrain_fn; the values come from a checkpoint
             self.svi_state = jax.eval_shape(init, *init_args)
         self.warmup = LinearWarmup(round(config.warmup_epochs * self.steps_per_epoch))
-        self._step_fn = jax.jit(self._train_step if self.task == "semi-supervised"
-                                else self._train_step_unsupervised)
+        self._step_fn = jax.jit({"semi-supervised": self._train_step,
+                                 "unsupervised": self._train_step_unsupervised,
+                                 "supervised": self._train_step_supervised}[self.task])
         self._classify = jax.jit(self.pair.classify, static_argnames="num_samples")
         # the pair's own kind of ELBO: Trace_ELBO (the same value, cheaper to compile) without y
         self._elbo = jax.jit(partial(elbo_per_example, self.pair,
@@ -241,8 +258,9 @@ class NumPyroTrainer(EpochLoop):
         self.y_val = self._array(d.y_train[s.validation], np.int32)
         self.x_test = self._array(d.x_test)
         self.y_test = self._array(d.y_test, np.int32)
-        self.x_val_binary = self._array(binarize_static(x_val, VALIDATION_SEED))
-        self.x_test_binary = self._array(binarize_static(d.x_test, TEST_BINARIZATION_SEED))
+        if self.task != "supervised":  # likelihoods are measured on binarised data
+            self.x_val_binary = self._array(binarize_static(x_val, VALIDATION_SEED))
+            self.x_test_binary = self._array(binarize_static(d.x_test, TEST_BINARIZATION_SEED))
         self.labelled = np.asarray(s.labelled)
         self.unlabelled = np.asarray(s.unlabelled)
 
@@ -253,9 +271,10 @@ class NumPyroTrainer(EpochLoop):
 
     def _batches(self):
         """Index batches for one epoch, drawn exactly as the Pyro trainer draws them: (labelled,
-        unlabelled) pairs, or (``None``, batch) of the whole training set for unsupervised pairs."""
+        unlabelled) pairs, or (``None``, batch) of the whole training set for unsupervised and
+        supervised pairs."""
         cfg = self.config
-        if self.task == "unsupervised":
+        if self.task != "semi-supervised":
             order = self.rng.permutation(len(self.x_train))
             for i in range(self.steps_per_epoch):
                 yield None, order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
@@ -284,12 +303,21 @@ class NumPyroTrainer(EpochLoop):
         x = jax.random.bernoulli(key, x_train[idx]).astype(x_train.dtype)
         return self.svi.update(svi_state, x, beta=beta)
 
+    def _train_step_supervised(self, svi_state: Any, x_train: jax.Array, y_train: jax.Array,
+                               idx: jax.Array, step: jax.Array,
+                               beta: jax.Array) -> tuple[Any, jax.Array]:
+        """One SVI step on a labelled batch of the training set (intensities; ``step`` and
+        ``beta`` are unused: no binarisation, no latent site)."""
+        return self.svi.update(svi_state, x_train[idx], y_train[idx])
+
     def _step_args(self, idx_l: np.ndarray | None, idx_u: np.ndarray, step: int,
                    beta: float) -> tuple:
         tail = (jnp.asarray(idx_u, jnp.int32), jnp.asarray(step, jnp.int32),
                 jnp.asarray(beta, jnp.float32))
         if self.task == "unsupervised":
             return (self.x_train, *tail)
+        if self.task == "supervised":
+            return (self.x_train, self.y_train, *tail)
         return (self.x_train, self.y_train, jnp.asarray(idx_l, jnp.int32), *tail)
 
     def compile(self) -> None:
@@ -306,8 +334,8 @@ class NumPyroTrainer(EpochLoop):
             self.compile_seconds += time.perf_counter() - started
 
     def train_step(self, idx_l: np.ndarray | None, idx_u: np.ndarray) -> tuple[jax.Array, float]:
-        """One optimiser step (``idx_l`` is ``None`` for unsupervised pairs); returns the (device)
-        loss and beta."""
+        """One optimiser step (``idx_l`` is ``None`` for unsupervised and supervised pairs);
+        returns the (device) loss and beta."""
         beta = self.warmup(self.step)
         self.svi_state, loss = self._step_fn(self.svi_state,
                                              *self._step_args(idx_l, idx_u, self.step, beta))
@@ -320,17 +348,27 @@ class NumPyroTrainer(EpochLoop):
         return {**self.svi.get_params(self.svi_state), **(self.svi_state.mutable_state or {})}
 
     # ----------------------------------------------------------------------------- evaluation
-    def classification_error(self, x: jax.Array, y: jax.Array) -> float:
-        """Fraction of wrong labels of q(y | x) (batch norm on its running statistics; a sampling
-        classifier averages ``classify_samples`` draws, keyed by the batch's position)."""
-        params, wrong, bs = self.params, 0, self.config.eval_batch_size
+    def predictions(self, x: jax.Array) -> np.ndarray:
+        """The classifier's most probable labels, ``(N,)`` or ``(N, T)`` for sequences, in batches of
+        ``eval_batch_size`` (batch norm on its running statistics; a sampling classifier averages
+        ``classify_samples`` draws, keyed by the batch's position)."""
+        params, bs = self.params, self.config.eval_batch_size
         key = jax.random.fold_in(self.eval_key, 1 << 20)  # not one of mean_elbo's keys
-        for start in range(0, len(x), bs):
-            probs = self._classify(params, x[start:start + bs],
-                                   num_samples=self.config.classify_samples,
-                                   rng_key=jax.random.fold_in(key, start))
-            wrong += int((probs.argmax(-1) != y[start:start + bs]).sum())
-        return wrong / len(y)
+        return np.concatenate([
+            np.asarray(self._classify(params, x[start:start + bs],
+                                      num_samples=self.config.classify_samples,
+                                      rng_key=jax.random.fold_in(key, start)).argmax(-1))
+            for start in range(0, len(x), bs)])
+
+    def classification_error(self, x: jax.Array, y: jax.Array) -> float:
+        """Fraction of wrong labels of q(y | x) (every position counts for sequences)."""
+        wrong = self.predictions(x) != np.asarray(y)
+        return int(wrong.sum()) / wrong.size
+
+    def sequence_error(self, x: jax.Array, y: jax.Array) -> float:
+        """Fraction of sequences with at least one wrong label."""
+        wrong = self.predictions(x) != np.asarray(y)
+        return int(wrong.any(-1).sum()) / len(wrong)
 
     def mean_elbo(self, x: jax.Array) -> float:
         """The ELBO (y enumerated if the pair has one, beta = 1) in nats per example, with fixed
@@ -348,7 +386,7 @@ class NumPyroTrainer(EpochLoop):
         if self.classifies:
             # recorded for learning curves only; model selection reads validation_error
             record["test_error"] = self.classification_error(self.x_test, self.y_test)
-        if len(self.x_val):
+        if self.task != "supervised" and len(self.x_val):
             x_val = self.x_val_binary[:1000]
             record["validation_elbo"] = self.mean_elbo(x_val)
             kl = self._site_kl(self.params, x_val[:500], self.eval_key)
