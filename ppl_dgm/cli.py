@@ -39,6 +39,7 @@ TRAIN_FLAGS: dict[str, dict[str, Any]] = {
     "validation_size": dict(type=int),
     "steps_per_epoch": dict(type=int, help="cap on the optimiser steps of an epoch"),
     "classify_samples": dict(type=int, help="samples averaged by the classifier at evaluation"),
+    "eval_batch_size": dict(type=int, help="points per evaluation batch (lower it when memory is short)"),
     "free_bits": dict(type=float, help="free bits per latent site (unsupervised models)"),
     "max_minutes": dict(type=float, help="stop after the epoch that passes this training time"),
     "backend": dict(choices=["pyro", "numpyro"], help="default pyro"),
@@ -85,8 +86,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/{config.model}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
     if args.resume:
         saved = results.read_json(out / results.CONFIG)
-        # a continued run may train longer (--epochs, --max-minutes) or elsewhere (--device)
-        for key in ("epochs", "max_minutes", "device"):
+        # a continued run may train longer (--epochs, --max-minutes), elsewhere (--device) or
+        # evaluate in smaller batches (--eval-batch-size)
+        for key in ("epochs", "max_minutes", "device", "eval_batch_size"):
             if getattr(args, key) is not None:
                 saved[key] = getattr(args, key)
         config = type(config).from_dict(saved)
