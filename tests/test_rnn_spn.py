@@ -203,3 +203,9 @@ def test_cli_trains_and_evaluates_rnn_spn(tmp_path, monkeypatch, capsys):
     assert summary["test_sequence_error"] >= summary["test_error"]
     assert main(["evaluate", str(out), "--device", "cpu"]) == 0
     assert "test_sequence_error" in capsys.readouterr().out
+    # continued with evaluation in smaller batches (30 test canvases: four of 7 and one of 2)
+    assert main(["train", "rnn-spn", "--resume", "--epochs", "2", "--eval-batch-size", "7",
+                 "--no-progress", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["config"]["eval_batch_size"] == 7
+    assert summary["config"]["hparams"]["rnn_units"] == TINY_RNN["rnn_units"]
