@@ -40,7 +40,6 @@ gradient, and the model stays at chance (measured: ``benchmarks/results/rnn_spn`
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pyro
@@ -49,7 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ppl_dgm.nn.spatial import AffineHead, glimpse_size, identity_affine, transform
+from ppl_dgm.nn.reader_shapes import glimpse_size, pick, reader_dims
+from ppl_dgm.nn.spatial import AffineHead, identity_affine, transform
 from ppl_dgm.pair import Pair
 
 __all__ = [
@@ -318,31 +318,11 @@ def sequence_errors(probs: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
             "sequence_error": wrong.any(-1).float().mean().item()}
 
 
-def _dims(hparams: dict[str, Any], data: Any) -> dict[str, int]:
-    """Canvas side, number of positions T and number of classes from the trainer's ``DataInfo``
-    (``image_shape``, ``sequence_length``, ``n_classes``); hparams ``side``, ``n_steps`` and
-    ``n_classes`` stand in where ``data`` lacks them."""
-    shape = getattr(data, "image_shape", None)
-    if shape:
-        side = int(shape[-1])
-    elif getattr(data, "x_dim", None):
-        side = math.isqrt(int(data.x_dim))
-    else:
-        side = int(hparams.get("side", 100))
-    n_steps = getattr(data, "sequence_length", None) or hparams.get("n_steps", 3)
-    n_classes = getattr(data, "n_classes", None) or hparams.get("n_classes", 10)
-    return {"side": side, "n_steps": int(n_steps), "n_classes": int(n_classes)}
-
-
-def _pick(hparams: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
-    return {k: hparams[k] for k in keys if k in hparams}
-
-
 def build_rnn_spn(hparams: dict[str, Any], data: Any) -> SequencePair:
     """RNN-SPN pair; hparams ``downsample`` (3), ``loc_filters`` (20), ``rnn_units`` (256),
     ``filters`` (32), ``dense`` (400)."""
     keys = ("downsample", "loc_filters", "rnn_units", "filters", "dense")
-    net = RNNSPN(**_dims(hparams, data), **_pick(hparams, keys))
+    net = RNNSPN(**reader_dims(hparams, data), **pick(hparams, keys))
     return SequencePair(SequenceModel(net), EmptyGuide(), max_plate_nesting=2)
 
 
@@ -350,11 +330,11 @@ def build_ffn_spn(hparams: dict[str, Any], data: Any) -> SequencePair:
     """FFN-SPN pair; hparams ``downsample`` (2), ``loc_filters`` (20), ``loc_dense`` (200),
     ``filters`` (96), ``dense`` (400)."""
     keys = ("downsample", "loc_filters", "loc_dense", "filters", "dense")
-    net = FFNSPN(**_dims(hparams, data), **_pick(hparams, keys))
+    net = FFNSPN(**reader_dims(hparams, data), **pick(hparams, keys))
     return SequencePair(SequenceModel(net), EmptyGuide(), max_plate_nesting=2)
 
 
 def build_cnn(hparams: dict[str, Any], data: Any) -> SequencePair:
     """Plain CNN pair; hparams ``downsample`` (2), ``filters`` (96), ``dense`` (400)."""
-    net = CNNReader(**_dims(hparams, data), **_pick(hparams, ("downsample", "filters", "dense")))
+    net = CNNReader(**reader_dims(hparams, data), **pick(hparams, ("downsample", "filters", "dense")))
     return SequencePair(SequenceModel(net), EmptyGuide(), max_plate_nesting=2)

@@ -22,7 +22,6 @@ imports JAX, never torch.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,7 +32,8 @@ import numpyro.distributions as dist
 from flax import linen as nn
 
 from ppl_dgm.nn.flax_blocks import apply, network
-from ppl_dgm.nn.spatial_jax import glimpse_size, identity_affine, transform
+from ppl_dgm.nn.reader_shapes import glimpse_size, pick, reader_dims
+from ppl_dgm.nn.spatial_jax import identity_affine, transform
 from ppl_dgm.numpyro_pair import NumPyroPair
 
 __all__ = [
@@ -338,26 +338,6 @@ def sequence_errors(probs: jax.Array, y: jax.Array) -> dict[str, float]:
     return {"digit_error": float(wrong.mean()), "sequence_error": float(wrong.any(-1).mean())}
 
 
-def _dims(hparams: dict[str, Any], data: Any) -> dict[str, int]:
-    """Canvas side, number of positions T and number of classes from the trainer's ``DataInfo``
-    (``image_shape``, ``sequence_length``, ``n_classes``); hparams ``side``, ``n_steps`` and
-    ``n_classes`` stand in where ``data`` lacks them."""
-    shape = getattr(data, "image_shape", None)
-    if shape:
-        side = int(shape[-1])
-    elif getattr(data, "x_dim", None):
-        side = math.isqrt(int(data.x_dim))
-    else:
-        side = int(hparams.get("side", 100))
-    n_steps = getattr(data, "sequence_length", None) or hparams.get("n_steps", 3)
-    n_classes = getattr(data, "n_classes", None) or hparams.get("n_classes", 10)
-    return {"side": side, "n_steps": int(n_steps), "n_classes": int(n_classes)}
-
-
-def _pick(hparams: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
-    return {k: hparams[k] for k in keys if k in hparams}
-
-
 def _pair(net: _Reader) -> NumPyroPair:
     model = SequenceModel(net)
     return NumPyroPair(model, empty_guide, max_plate_nesting=2, classifier=model.classify)
@@ -367,17 +347,17 @@ def build_rnn_spn(hparams: dict[str, Any], data: Any) -> NumPyroPair:
     """RNN-SPN pair; hparams ``downsample`` (3), ``loc_filters`` (20), ``rnn_units`` (256),
     ``filters`` (32), ``dense`` (400)."""
     keys = ("downsample", "loc_filters", "rnn_units", "filters", "dense")
-    return _pair(RNNSPN(**_dims(hparams, data), **_pick(hparams, keys)))
+    return _pair(RNNSPN(**reader_dims(hparams, data), **pick(hparams, keys)))
 
 
 def build_ffn_spn(hparams: dict[str, Any], data: Any) -> NumPyroPair:
     """FFN-SPN pair; hparams ``downsample`` (2), ``loc_filters`` (20), ``loc_dense`` (200),
     ``filters`` (96), ``dense`` (400)."""
     keys = ("downsample", "loc_filters", "loc_dense", "filters", "dense")
-    return _pair(FFNSPN(**_dims(hparams, data), **_pick(hparams, keys)))
+    return _pair(FFNSPN(**reader_dims(hparams, data), **pick(hparams, keys)))
 
 
 def build_cnn(hparams: dict[str, Any], data: Any) -> NumPyroPair:
     """Plain CNN pair; hparams ``downsample`` (2), ``filters`` (96), ``dense`` (400)."""
-    return _pair(CNNReader(**_dims(hparams, data), **_pick(hparams, ("downsample", "filters",
+    return _pair(CNNReader(**reader_dims(hparams, data), **pick(hparams, ("downsample", "filters",
                                                                        "dense"))))

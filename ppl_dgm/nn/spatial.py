@@ -16,18 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def glimpse_size(side: int, downsample: float) -> int:
-    """Side of a glimpse taken from an input ``side`` pixels wide with down-sampling ``downsample``.
-
-    ``int(side // downsample)``, the convention of Lasagne's ``TransformerLayer``.
-    """
-    if downsample <= 0:
-        raise ValueError(f"downsample must be positive, got {downsample}")
-    size = int(side // downsample)
-    if size < 1:
-        raise ValueError(f"downsample {downsample} leaves no pixel of a side of {side}")
-    return size
+from ppl_dgm.nn.reader_shapes import glimpse_size  # noqa: F401  (re-exported)
 
 
 def identity_affine(n: int = 1, device: torch.device | None = None) -> torch.Tensor:

@@ -16,20 +16,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ppl_dgm.nn.reader_shapes import glimpse_size  # noqa: F401  (re-exported)
+
 __all__ = ["affine_grid", "glimpse_size", "grid_sample", "identity_affine", "transform"]
-
-
-def glimpse_size(side: int, downsample: float) -> int:
-    """Side of a glimpse taken from an input ``side`` pixels wide with down-sampling ``downsample``.
-
-    ``int(side // downsample)``, the convention of Lasagne's ``TransformerLayer``.
-    """
-    if downsample <= 0:
-        raise ValueError(f"downsample must be positive, got {downsample}")
-    size = int(side // downsample)
-    if size < 1:
-        raise ValueError(f"downsample {downsample} leaves no pixel of a side of {side}")
-    return size
 
 
 def identity_affine(n: int = 1, dtype: jnp.dtype = jnp.float32) -> jax.Array:
