@@ -32,8 +32,13 @@ when ``a`` carries particle dimensions, the enumerated site's distribution is qb
 particle, and the ELBO's mean over particles becomes exactly the expression above. It is the bound
 of the family q(a|x) qbar(y|x) q(z|a,y,x) (qbar estimated from the particles). In ``eval()`` mode
 (validation ELBO, importance-weighted log-likelihood, per-site KL) each particle keeps its own
-q(y | a, x), so the reported numbers are ordinary ELBO/IWAE estimates. The labelled classification
-term is, as in the authors' code, the mean over particles of alpha * log q(y | a_s, x).
+q(y | a, x), so the reported numbers are ordinary ELBO/IWAE estimates.
+
+The labelled classification term with S particles is, as in the authors' code (their density layer
+averages the softmax outputs before the log), alpha * log qbar(y | x) = alpha * log (1/S sum_s
+q(y | a_s, x)): ``classification_log_mean=True``, the registered default. With ``False`` it is the
+mean over particles of alpha * log q(y | a_s, x) (a lower value by Jensen's inequality). With one
+particle both are alpha * log q(y | a, x).
 
 At test time the prediction averages q(y | a, x) over ``num_samples`` draws of a ~ q(a | x) (the
 authors use 100): :meth:`AuxiliaryGuide.classify`.
@@ -76,16 +81,18 @@ class AuxiliaryGuide(nn.Module):
 
     ``hidden`` gives every network's hidden layers (the authors: two of 500 units); ``a_dim`` and
     ``z_dim`` are 100 in the paper. ``alpha`` weighs the classification term of labelled points.
-    See the module docstring for ``average_y_over_particles``.
+    See the module docstring for ``average_y_over_particles`` and ``classification_log_mean``.
     """
 
     def __init__(self, x_dim: int, n_classes: int, a_dim: int, z_dim: int, hidden: list[int],
                  activation: str = "relu", batch_norm: bool = False, alpha: float = 0.0,
-                 average_y_over_particles: bool = True) -> None:
+                 average_y_over_particles: bool = True,
+                 classification_log_mean: bool = True) -> None:
         super().__init__()
         self.n_classes, self.a_dim, self.z_dim = n_classes, a_dim, z_dim
         self.alpha = alpha
         self.average_y_over_particles = average_y_over_particles
+        self.classification_log_mean = classification_log_mean
         # q(a | x)
         self.a_net = MLP(x_dim, hidden, activation, batch_norm)
         self.a_head = GaussianHead(hidden[-1], a_dim)
@@ -118,7 +125,8 @@ class AuxiliaryGuide(nn.Module):
                 # sampled once per data point, outside the enumeration of y
                 a = pyro.sample("a", dist.Normal(loc, scale).to_event(1))
             logits = self.q_y_logits(x, a)
-            if y is None and self.average_y_over_particles and self.training:
+            average = self.average_y_over_particles if y is None else self.classification_log_mean
+            if average and self.training:
                 logits = average_over_particles(logits)
             y = label_site(logits, y, self.alpha, beta)
             loc, scale = self.q_z(x, a, F.one_hot(y, self.n_classes).to(x.dtype))
@@ -149,4 +157,5 @@ def build_guide(hparams: dict[str, Any], data: Any) -> AuxiliaryGuide:
         hidden=list(hparams["hidden"]), activation=hparams["activation"],
         batch_norm=hparams["batch_norm"], alpha=hparams.get("alpha", 0.0),
         average_y_over_particles=hparams.get("average_y_over_particles", True),
+        classification_log_mean=hparams.get("classification_log_mean", True),
     )

@@ -31,7 +31,9 @@ site the distribution qbar(y|x) = 1/S sum_s q(y|a_s,x) for every particle, so th
     -U(x) ~= sum_y qbar(y|x) (1/S sum_s L_s(x, y)) + H[qbar(y|x)];
 
 with ``False`` each particle keeps its own q(y | a_s, x) (standard particles). The labelled
-classification term is the mean over particles of alpha * log q(y | a_s, x). In evaluation mode
+classification term is, as in the authors' code, alpha * log (1/S sum_s q(y | a_s, x))
+(``classification_log_mean=True``, the default; ``False``: the mean over particles of
+alpha * log q(y | a_s, x)). In evaluation mode
 (``train=False``: validation ELBO, importance-weighted log-likelihood, per-site KL) the programs
 draw one ``a`` per data point, so the reported numbers are ordinary ELBO/IWAE estimates.
 
@@ -104,15 +106,17 @@ class AuxiliaryGuide:
     The networks are the flax modules ``q_a`` (an MLP of x), ``q_y`` (Dense(x) + Dense(a)) and
     ``q_z`` (Dense(x) + Dense(a) + Dense(y)), with parameter sites ``q_a$params``, ... (and
     ``q_a$state``, ... with batch norm). See the module docstring for ``num_particles`` and
-    ``average_y_over_particles``.
+    ``average_y_over_particles`` and ``classification_log_mean``.
     """
 
     def __init__(self, x_dim: int, n_classes: int, a_dim: int, z_dim: int, hidden: Sequence[int],
                  activation: str = "relu", batch_norm: bool = False, alpha: float = 0.0,
-                 average_y_over_particles: bool = True, num_particles: int = 1) -> None:
+                 average_y_over_particles: bool = True, num_particles: int = 1,
+                 classification_log_mean: bool = True) -> None:
         self.x_dim, self.n_classes, self.a_dim, self.z_dim = x_dim, n_classes, a_dim, z_dim
         self.alpha, self.batch_norm = alpha, batch_norm
         self.average_y_over_particles = bool(average_y_over_particles)
+        self.classification_log_mean = bool(classification_log_mean)
         self.num_particles = check_particles(num_particles)
         hidden = tuple(hidden)
         self.q_a = GaussianMLP(a_dim, hidden, activation, batch_norm)
@@ -138,7 +142,8 @@ class AuxiliaryGuide:
                 # sampled once per data point (and particle), outside the enumeration of y
                 a = numpyro.sample("a", dist.Normal(loc, scale).to_event(1))
             logits = q_y(x, a, train=train)
-            if y is None and particles and self.average_y_over_particles:
+            average = self.average_y_over_particles if y is None else self.classification_log_mean
+            if particles and average:
                 logits = average_over_particles(logits)
             y = label_site(logits, y, self.alpha, beta)
             loc, scale = q_z(x, a, jax.nn.one_hot(y, self.n_classes, dtype=x.dtype), train=train)
@@ -184,4 +189,5 @@ def build_guide(hparams: dict[str, Any], data: Any) -> AuxiliaryGuide:
         batch_norm=hparams["batch_norm"], alpha=hparams.get("alpha", 0.0),
         average_y_over_particles=hparams.get("average_y_over_particles", True),
         num_particles=hparams.get("num_particles", 1),
+        classification_log_mean=hparams.get("classification_log_mean", True),
     )

@@ -109,7 +109,8 @@ register(ModelSpec(
 # ADGM / SDGM (Maaløe et al. 2016): the authors' recipe. Particles: 1 for ADGM (the authors'
 # script), 5 for SDGM (reconstructed); test predictions average q(y|a,x) over 100 draws of a.
 _AUX_HPARAMS = {"a_dim": 100, "z_dim": 100, "hidden": [500, 500], "activation": "relu",
-                "batch_norm": True, "average_y_over_particles": True}
+                "batch_norm": True, "average_y_over_particles": True,
+                "classification_log_mean": True}
 _AUX_TRAIN = {"lr": 3e-4, "adam_betas": (0.9, 0.999), "lr_decay": 0.75, "lr_decay_every": 200,
               "min_lr": 3e-5, "clip_norm": 5.0, "batch_size": 100, "labelled_batch_size": 100,
               "warmup_epochs": 0.0, "classify_samples": 100}

@@ -27,9 +27,10 @@ X_DIM, K, A_DIM, Z_DIM, B = 6, 3, 2, 2, 4
 ALPHA = 0.7
 
 
-def tiny_pair(name: str, batch_norm: bool = False, average: bool = True):
+def tiny_pair(name: str, batch_norm: bool = False, average: bool = True, log_mean: bool = True):
     hparams = {"a_dim": A_DIM, "z_dim": Z_DIM, "hidden": [5], "activation": "tanh",
-               "batch_norm": batch_norm, "average_y_over_particles": average, "alpha": ALPHA}
+               "batch_norm": batch_norm, "average_y_over_particles": average, "alpha": ALPHA,
+               "classification_log_mean": log_mean}
     return registry.get(name).builder()(hparams, SimpleNamespace(x_dim=X_DIM, n_classes=K))
 
 
@@ -140,6 +141,38 @@ def test_vectorised_particles(name, average):
             bound = bound + probs[s, :, k] * inner
         total = total + bound.sum()
     torch.testing.assert_close(loss, -total / S, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["adgm", "sdgm"])
+@pytest.mark.parametrize("log_mean", [True, False])
+def test_labelled_particles_classification_term(name, log_mean):
+    """S particles, labelled: the authors' alpha * log (1/S sum_s q(y|a_s,x)) (default) or the mean
+    over particles of alpha * log q(y|a_s,x); values and the gradient of q(y|a,x)'s output layer."""
+    S = 3
+    pyro.set_rng_seed(4)
+    pair = tiny_pair(name, log_mean=log_mean)
+    x, y = data()
+    loss, trace = pyro_loss_and_trace(pair, x, y, num_particles=S)
+    a, z = trace.nodes["a"]["value"], trace.nodes["z"]["value"]
+    assert a.shape == (S, B, A_DIM) and z.shape == (S, B, Z_DIM)
+    q = pair.q
+    y_onehot = F.one_hot(y, K).float()
+    log_qa = Normal(*q.q_a(x)).log_prob(a).sum(-1)                                  # (S, B)
+    bound = torch.stack([log_joint_minus_qz(name, pair, x, a[s], y_onehot, z[s]) for s in range(S)])
+    log_qy = torch.log_softmax(q.q_y_logits(x, a), -1).gather(
+        -1, y[None, :, None].expand(S, B, 1))[..., 0]                                # (S, B)
+    if log_mean:
+        term = torch.logsumexp(log_qy, 0) - math.log(S)                              # (B,)
+    else:
+        term = log_qy.mean(0)
+    hand = -((bound - log_qa).mean(0) + ALPHA * term).sum()
+    torch.testing.assert_close(loss, hand, rtol=1e-5, atol=1e-4)
+    # the gradient reaching q(y | a, x)'s output layer is the classification term's alone
+    weight = q.y_logits.weight
+    (g_loss,) = torch.autograd.grad(loss, weight, retain_graph=True)
+    (g_hand,) = torch.autograd.grad(-ALPHA * term.sum(), weight)
+    assert g_hand.abs().max() > 1e-3
+    torch.testing.assert_close(g_loss, g_hand, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["adgm", "sdgm"])

@@ -34,10 +34,10 @@ class Info:
     x_dim, n_classes = X_DIM, K
 
 
-def tiny_pair(name, num_particles=1, average=True, batch_norm=False, hidden=(5,)):
+def tiny_pair(name, num_particles=1, average=True, batch_norm=False, hidden=(5,), log_mean=True):
     hparams = {"a_dim": A_DIM, "z_dim": Z_DIM, "hidden": list(hidden), "activation": "tanh",
                "batch_norm": batch_norm, "average_y_over_particles": average, "alpha": ALPHA,
-               "num_particles": num_particles}
+               "num_particles": num_particles, "classification_log_mean": log_mean}
     return registry.get(name, "numpyro").builder()(hparams, Info())
 
 
@@ -237,6 +237,35 @@ def test_particles_are_a_plate_with_the_authors_label_weights(name, average):
         return handlers.trace(guide).get_trace(x, None, train=False)["a"]["value"]
 
     assert jax.eval_shape(eval_a, params).shape == (B, A_DIM)
+
+
+@pytest.mark.parametrize("name, log_mean", [("adgm", False), ("sdgm", True)])
+def test_labelled_particles_classification_term(name, log_mean):
+    """S particles, labelled: alpha * log (1/S sum_s q(y|a_s,x)) (the authors', default) or the mean
+    over particles of alpha * log q(y|a_s,x); the ELBO is the particles' mean."""
+    S = 3
+    pair = tiny_pair(name, num_particles=S, log_mean=log_mean)
+    params = init_params(name, seed=4)
+    x, y = binary(12, (B, X_DIM)), jnp.array([0, 2, 1, 2])
+    eps_a, eps_z = normal(13, (S, B, A_DIM)), normal(14, (S, B, Z_DIM))
+
+    def hand(p):
+        loc, scale = q_a(pair, p, x)
+        a = loc + eps_a * scale                                              # (S, B, A)
+        y_onehot = jax.nn.one_hot(y, K)
+        bounds = []
+        for s in range(S):
+            qz_loc, qz_scale = net(pair.guide, p, "q_z", x, a[s], y_onehot)
+            z = qz_loc + eps_z[s] * qz_scale
+            bounds.append(inner_bound(name, pair, p, x, a[s], y_onehot, z, BETA)
+                          - BETA * log_normal(a[s], loc, scale))
+        log_qy = log_q_y(pair, p, x, a)[:, jnp.arange(B), y]                # (S, B)
+        term = (jax.scipy.special.logsumexp(log_qy, 0) - math.log(S) if log_mean
+                else log_qy.mean(0))
+        return (sum(bounds) / S + ALPHA * term).sum()
+
+    loss, expected, runs = enum_loss(pair, params, x, y, {"a": eps_a, "z": eps_z}, hand)
+    np.testing.assert_allclose(-loss, expected, rtol=1e-5, atol=1e-4)
 
 
 def test_classify_averages_q_y_over_draws_of_a():
