@@ -4,8 +4,9 @@ Generative model:  p(y) = Cat(1/K),  p(z) = N(0, I),  p(x | y, z) = Bernoulli(lo
 Inference model:   q(y | x) q(z | x, y)   (``ppl_dgm.guides.label.LabelGuide``).
 
 The paper's M2 uses one hidden layer of 500 units and a 50-dimensional z. Batch normalisation is an
-option (on by default here: it is part of the auxiliary-model papers' recipe and helps M2 use the
-unlabelled data); the paper's softplus activation is the default.
+option (on in the registered defaults: it is part of the auxiliary-model papers' recipe and helps M2
+use the unlabelled data). The registered networks are those papers' two ReLU layers of 500 units
+(``ppl_dgm.registry``); the paper's are ``--set 'hidden=[500]' --set activation=softplus``.
 """
 
 from __future__ import annotations
