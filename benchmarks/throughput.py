@@ -1,8 +1,18 @@
-"""Step throughput: one SVI step of a registered pair next to a plain PyTorch loss, and matmul speed.
+"""Step throughput of every registered model against the matmul floor of its step.
 
-    python benchmarks/throughput.py                 # M2, paper sizes, a table
-    python benchmarks/throughput.py --model adgm --json
-    python benchmarks/throughput.py --backend numpyro  # M2, plus its jit-compiled NumPyro step
+    python benchmarks/throughput.py                    # every model, 1 thread and all cores
+    python benchmarks/throughput.py --quick            # a check that it runs (< 2 minutes)
+    python benchmarks/throughput.py --device cuda      # the same on a GPU
+    python benchmarks/throughput.py --model adgm --json   # one model's older table (below)
+
+Without ``--model``, ``benchmarks/throughput_models.py`` does the work: for every registered model,
+in one process per thread count with the steps interleaved, the training step of the Pyro trainer,
+of the NumPyro trainer (compilation reported separately), of a plain-PyTorch loss of the same
+networks where one exists, and the matmul floor of that step (its GEMMs and convolutions, forward
+and backward, recorded from the Pyro step and timed alone); JSON and markdown go to
+``benchmarks/results/throughput/``.
+
+With ``--model``:
 
 For M2 one step is 100 labelled + 100 unlabelled MNIST-sized points (x of 784 dimensions, the
 registered networks: two ReLU layers of 500 units, z of 50 dimensions; ``--paper-networks`` for
@@ -18,8 +28,10 @@ import argparse
 import json
 import math
 import statistics
+import sys
 import time
 from types import SimpleNamespace
+from typing import Any
 
 import pyro
 import torch
@@ -203,7 +215,7 @@ def numpyro_m2_step(steps: int, overrides: dict | None = None) -> float:
     return statistics.median(times[3:])
 
 
-def main(argv: list[str] | None = None) -> dict:
+def legacy_main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="m2")
@@ -247,6 +259,16 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  {name:<22} {seconds * 1e3:8.1f} ms   {ratio:5.2f}x torch_reference")
         print(f"  matmul 1024^3 float32: {record['matmul_gflops']:.1f} GFLOP/s")
     return record
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Every registered model (``throughput_models``), or one model's older table with ``--model``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if "--model" in argv or any(a.startswith("--model=") for a in argv):
+        return legacy_main(argv)
+    from throughput_models import main as models_main
+
+    return models_main(argv)
 
 
 if __name__ == "__main__":

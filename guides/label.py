@@ -17,6 +17,10 @@ from torch.nn import functional as F
 
 from ppl_dgm.nn.torch_blocks import MLP, GaussianHead, MultiInputMLP
 
+#: The score-function baseline of a sampled label under ``TraceGraph_ELBO`` (``--elbo trace_graph``):
+#: a decaying average of the downstream cost, per batch position (other ELBOs ignore it).
+BASELINE = {"use_decaying_avg_baseline": True, "baseline_beta": 0.9}
+
 
 def label_site(logits: torch.Tensor, y: torch.Tensor | None, alpha: float,
                beta: float = 1.0) -> torch.Tensor:
@@ -24,12 +28,14 @@ def label_site(logits: torch.Tensor, y: torch.Tensor | None, alpha: float,
 
     A guide factor f enters the ELBO as -f, so ``f = -alpha * log q(y|.)`` adds alpha * log q(y|.) to
     the ELBO. ``has_rsample=True`` makes Pyro differentiate the factor directly (with ``False`` it would
-    be treated as a score-function term).
+    be treated as a score-function term). ``beta`` scales log q(y|.) (KL warm-up); at ``beta = 0``
+    the site is masked instead (``poutine.scale`` refuses 0), which keeps q(y|.) as the weights of
+    the enumerated sum.
     """
     q_y = dist.Categorical(logits=logits)
     if y is None:
-        with poutine.scale(scale=beta):
-            return pyro.sample("y", q_y, infer={"enumerate": "parallel"})
+        with poutine.mask(mask=False) if beta == 0 else poutine.scale(scale=beta):
+            return pyro.sample("y", q_y, infer={"enumerate": "parallel", "baseline": BASELINE})
     if alpha:
         pyro.factor("classification", -alpha * q_y.log_prob(y), has_rsample=True)
     return y

@@ -30,10 +30,12 @@ def label_site(logits: jax.Array, y: jax.Array | None, alpha: float,
     part of log q), so ``f = -alpha * log q(y|.)`` adds alpha * log q(y|.) to the ELBO. NumPyro's
     ``TraceEnum_ELBO`` differentiates an observed guide site's log-density directly (no score-function
     term: it has no non-reparameterised sample upstream), like Pyro's ``has_rsample=True``.
+    A Python ``beta = 0`` masks the site instead of scaling it (``handlers.scale`` refuses 0).
     """
     q_y = dist.Categorical(logits=logits)
     if y is None:
-        with handlers.scale(scale=beta):
+        zero = isinstance(beta, (int, float)) and beta == 0
+        with handlers.mask(mask=False) if zero else handlers.scale(scale=beta):
             return numpyro.sample("y", q_y, infer={"enumerate": "parallel"})
     if alpha:
         numpyro.factor("classification", -alpha * q_y.log_prob(y))

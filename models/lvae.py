@@ -32,7 +32,7 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from ppl_dgm.nn.torch_blocks import MLP, GaussianHead
+from ppl_dgm.nn.torch_blocks import MLP, GaussianHead, MultiInputMLP
 from ppl_dgm.pair import Pair
 
 #: The paper's variance floor (about 1e-5), expressed as the floor on the standard deviation that
@@ -63,19 +63,25 @@ class GaussianMLP(nn.Module):
     plain guide's q(z_i | z_{i-1}) and for the ladder guide's own top-down path. The variance is
     ``softplus(h) + min_scale**2`` as in the authors' code (``variance="exp"`` for an unconstrained
     log-variance): with exp, the plain 5-layer guide overflowed within two MNIST epochs.
+
+    ``in_dim`` may be a sequence of input sizes (CaGeM's p(z1 | y, z2), q(z2 | z1, y)): each input
+    gets its own linear projection and the projections are summed (:class:`MultiInputMLP`), so an
+    input that does not depend on an enumerated variable is projected once; call it as
+    ``layer(u1, u2)``. With one input the parameters are those of a plain MLP (``mlp.inputs.0``...).
     """
 
-    def __init__(self, in_dim: int, hidden: int | Sequence[int], out_dim: int,
+    def __init__(self, in_dim: int | Sequence[int], hidden: int | Sequence[int], out_dim: int,
                  activation: str = "leaky_relu", batch_norm: bool = True,
                  min_scale: float = PAPER_MIN_SCALE, n_hidden: int = 2,
                  variance: str = "softplus") -> None:
         super().__init__()
         widths = [hidden] * n_hidden if isinstance(hidden, int) else list(hidden)
-        self.mlp = MLP(in_dim, widths, activation, batch_norm)
+        in_dims = [in_dim] if isinstance(in_dim, int) else list(in_dim)
+        self.mlp = MultiInputMLP(in_dims, widths, activation, batch_norm)
         self.head = GaussianHead(self.mlp.out_dim, out_dim, batch_norm, min_scale, variance)
 
-    def forward(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.head(self.mlp(u))
+    def forward(self, *u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(self.mlp(*u))
 
 
 def _check_dims(z_dims: Sequence[int], hidden_dims: Sequence[int]) -> None:

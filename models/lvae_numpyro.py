@@ -85,9 +85,11 @@ class GaussianLayer(nn.Module):
     variance: str = "softplus"
 
     @nn.compact
-    def __call__(self, u: jax.Array, train: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
+    def __call__(self, *u: jax.Array,
+                 train: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
+        # several inputs (CaGeM's p(z1 | y, z2)): one projection each, summed (``mlp.input_i``)
         h = MultiInputMLP((self.hidden,) * self.n_hidden, self.act, self.batch_norm,
-                          name="mlp")(u, train=train)
+                          name="mlp")(*u, train=train)
         loc, scale = GaussianHead(self.out_dim, self.batch_norm, self.min_scale, self.variance,
                                   name="head")(h, train=train)
         return h, loc, scale

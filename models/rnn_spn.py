@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ppl_dgm.nn.reader_shapes import glimpse_size, pick, reader_dims
+from ppl_dgm.nn.reader_shapes import check_padding_mode, glimpse_size, pick, reader_dims
 from ppl_dgm.nn.spatial import AffineHead, identity_affine, transform
 from ppl_dgm.pair import Pair
 
@@ -149,6 +149,9 @@ class _Reader(nn.Module):
     n_steps: int
     n_classes: int
     size: int
+    # the glimpse sampler (ppl_dgm.nn.spatial.transform); the authors': True and "border"
+    align_corners: bool = False
+    padding_mode: str = "zeros"
 
     def transforms(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -160,7 +163,8 @@ class _Reader(nn.Module):
         b, k = theta.shape[:2]
         repeated = images.unsqueeze(1).expand(b, k, *images.shape[1:]).reshape(b * k,
                                                                                 *images.shape[1:])
-        g = transform(repeated, theta.reshape(b * k, 2, 3), self.size)
+        g = transform(repeated, theta.reshape(b * k, 2, 3), self.size,
+                      align_corners=self.align_corners, padding_mode=self.padding_mode)
         return theta, g.reshape(b, k, self.size, self.size)
 
 
@@ -318,11 +322,18 @@ def sequence_errors(probs: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
             "sequence_error": wrong.any(-1).float().mean().item()}
 
 
+def _sampler(net: _Reader, hparams: dict[str, Any]) -> _Reader:
+    """The glimpse sampler's conventions from ``hparams`` (``align_corners``, ``padding_mode``)."""
+    net.align_corners = bool(hparams.get("align_corners", False))
+    net.padding_mode = check_padding_mode(hparams.get("padding_mode", "zeros"))
+    return net
+
+
 def build_rnn_spn(hparams: dict[str, Any], data: Any) -> SequencePair:
     """RNN-SPN pair; hparams ``downsample`` (3), ``loc_filters`` (20), ``rnn_units`` (256),
     ``filters`` (32), ``dense`` (400)."""
     keys = ("downsample", "loc_filters", "rnn_units", "filters", "dense")
-    net = RNNSPN(**reader_dims(hparams, data), **pick(hparams, keys))
+    net = _sampler(RNNSPN(**reader_dims(hparams, data), **pick(hparams, keys)), hparams)
     return SequencePair(SequenceModel(net), EmptyGuide(), max_plate_nesting=2)
 
 
@@ -330,11 +341,12 @@ def build_ffn_spn(hparams: dict[str, Any], data: Any) -> SequencePair:
     """FFN-SPN pair; hparams ``downsample`` (2), ``loc_filters`` (20), ``loc_dense`` (200),
     ``filters`` (96), ``dense`` (400)."""
     keys = ("downsample", "loc_filters", "loc_dense", "filters", "dense")
-    net = FFNSPN(**reader_dims(hparams, data), **pick(hparams, keys))
+    net = _sampler(FFNSPN(**reader_dims(hparams, data), **pick(hparams, keys)), hparams)
     return SequencePair(SequenceModel(net), EmptyGuide(), max_plate_nesting=2)
 
 
 def build_cnn(hparams: dict[str, Any], data: Any) -> SequencePair:
     """Plain CNN pair; hparams ``downsample`` (2), ``filters`` (96), ``dense`` (400)."""
-    net = CNNReader(**reader_dims(hparams, data), **pick(hparams, ("downsample", "filters", "dense")))
+    net = _sampler(CNNReader(**reader_dims(hparams, data),
+                             **pick(hparams, ("downsample", "filters", "dense"))), hparams)
     return SequencePair(SequenceModel(net), EmptyGuide(), max_plate_nesting=2)

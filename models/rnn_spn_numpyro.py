@@ -32,7 +32,7 @@ import numpyro.distributions as dist
 from flax import linen as nn
 
 from ppl_dgm.nn.flax_blocks import apply, network
-from ppl_dgm.nn.reader_shapes import glimpse_size, pick, reader_dims
+from ppl_dgm.nn.reader_shapes import check_padding_mode, glimpse_size, pick, reader_dims
 from ppl_dgm.nn.spatial_jax import identity_affine, transform
 from ppl_dgm.numpyro_pair import NumPyroPair
 
@@ -188,6 +188,9 @@ class _Reader(nn.Module):
     n_steps: int
     n_classes: int
     downsample: float
+    # the glimpse sampler (ppl_dgm.nn.spatial_jax.transform); the authors': True and "border"
+    align_corners: bool = False
+    padding_mode: str = "zeros"
 
     @property
     def size(self) -> int:
@@ -204,7 +207,7 @@ class _Reader(nn.Module):
         b, k = theta.shape[:2]
         repeated = jnp.broadcast_to(images[:, None, None], (b, k, 1, *images.shape[1:]))
         g = transform(repeated.reshape(b * k, 1, *images.shape[1:]), theta.reshape(b * k, 2, 3),
-                      self.size)
+                      self.size, align_corners=self.align_corners, padding_mode=self.padding_mode)
         return theta, g.reshape(b, k, self.size, self.size)
 
 
@@ -343,21 +346,27 @@ def _pair(net: _Reader) -> NumPyroPair:
     return NumPyroPair(model, empty_guide, max_plate_nesting=2, classifier=model.classify)
 
 
+def _sampler(hparams: dict[str, Any]) -> dict[str, Any]:
+    """The glimpse sampler's conventions from ``hparams`` (``align_corners``, ``padding_mode``)."""
+    return {"align_corners": bool(hparams.get("align_corners", False)),
+            "padding_mode": check_padding_mode(hparams.get("padding_mode", "zeros"))}
+
+
 def build_rnn_spn(hparams: dict[str, Any], data: Any) -> NumPyroPair:
     """RNN-SPN pair; hparams ``downsample`` (3), ``loc_filters`` (20), ``rnn_units`` (256),
     ``filters`` (32), ``dense`` (400)."""
     keys = ("downsample", "loc_filters", "rnn_units", "filters", "dense")
-    return _pair(RNNSPN(**reader_dims(hparams, data), **pick(hparams, keys)))
+    return _pair(RNNSPN(**reader_dims(hparams, data), **pick(hparams, keys), **_sampler(hparams)))
 
 
 def build_ffn_spn(hparams: dict[str, Any], data: Any) -> NumPyroPair:
     """FFN-SPN pair; hparams ``downsample`` (2), ``loc_filters`` (20), ``loc_dense`` (200),
     ``filters`` (96), ``dense`` (400)."""
     keys = ("downsample", "loc_filters", "loc_dense", "filters", "dense")
-    return _pair(FFNSPN(**reader_dims(hparams, data), **pick(hparams, keys)))
+    return _pair(FFNSPN(**reader_dims(hparams, data), **pick(hparams, keys), **_sampler(hparams)))
 
 
 def build_cnn(hparams: dict[str, Any], data: Any) -> NumPyroPair:
     """Plain CNN pair; hparams ``downsample`` (2), ``filters`` (96), ``dense`` (400)."""
-    return _pair(CNNReader(**reader_dims(hparams, data), **pick(hparams, ("downsample", "filters",
-                                                                       "dense"))))
+    return _pair(CNNReader(**reader_dims(hparams, data),
+                           **pick(hparams, ("downsample", "filters", "dense")), **_sampler(hparams)))

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ppl_dgm.errors import UserError
 from ppl_dgm.registry import ModelSpec
 
-ELBOS = ("trace_enum", "trace", "trace_graph", "trace_meanfield", "renyi")
+ELBOS = ("trace_enum", "trace", "trace_graph", "trace_meanfield", "renyi", "rws")
 
 
 @dataclass
@@ -22,12 +26,22 @@ class TrainConfig:
     ``free_bits`` > 0 (unsupervised models) holds each latent site's KL at or above that many nats
     (Kingma et al. 2016; ``ppl_dgm.infer.free_bits``), an option beside warm-up.
     ``max_minutes`` ends training after the first epoch at which that much training time has been
-    spent (equal-budget comparisons); the run is then evaluated as usual.
-    ``clip_value`` clips every gradient element to [-clip_value, clip_value] before the global-norm
-    clipping of ``clip_norm`` (the order of the authors' Theano code for ADGM/SDGM and RNN-SPN).
+    spent (equal-budget comparisons); the run is then evaluated as usual. ``budget_clock`` says which
+    time: ``"wall"`` (elapsed seconds of the epochs' steps) or ``"cpu"`` (the process's CPU seconds
+    over the same steps: equal budgets stay equal when other jobs share the cores). Both are recorded
+    per epoch (``seconds``, ``cpu_seconds``).
+    ``clip_value`` clips every gradient element to [-clip_value, clip_value] and ``clip_norm`` the
+    global gradient norm, in the order ``clip_order``: ``"value_then_norm"`` (element-wise first, the
+    RNN-SPN authors' Lasagne code) or ``"norm_then_value"`` (global norm first, then element-wise:
+    the ADGM/SDGM authors' code, global norm 5 then [-1, 1]).
+    ``elbo`` is the objective (``ppl_dgm.infer.objective_names``; ``iwae:K``, ``renyi:ALPHA:K`` and
+    ``rws:K`` are expanded into ``elbo``, ``renyi_alpha`` and ``num_particles``); ``renyi_alpha`` is
+    the order of ``--elbo renyi`` (0: the importance-weighted bound).
     ``validate`` turns on Pyro's argument and shape checks (slower; useful while writing a new pair).
     ``validation_size``: training points held out for model selection (default: the last 10,000
     for MNIST-sized sets, else 10%). ``steps_per_epoch`` caps the steps of an epoch (quick runs).
+    ``threads``: CPU threads of torch / XLA (``ppl_dgm.threads``; 0: every core; ``None``: leave the
+    process as it is). The CLI sets it to ``--threads`` (default ``$OMP_NUM_THREADS``, else 1).
     """
 
     model: str
@@ -52,9 +66,11 @@ class TrainConfig:
     min_lr: float = 0.0
     clip_norm: float | None = None
     clip_value: float | None = None
+    clip_order: str = "value_then_norm"
     alpha: float | None = None
     num_particles: int = 1
     elbo: str = "trace_enum"
+    renyi_alpha: float = 0.0
     validation_size: int | None = None
     include_labelled_in_unlabelled: bool = True
     steps_per_epoch: int | None = None
@@ -63,20 +79,26 @@ class TrainConfig:
     validate: bool = False
     free_bits: float = 0.0
     max_minutes: float | None = None
+    budget_clock: str = "wall"
+    threads: int | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
     hparams: dict[str, Any] = field(default_factory=dict)
+    # where a pair from outside the library came from (ppl_dgm.user_pairs); None: a registered name
+    source: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        """Every field against its domain (:func:`check_fields`); a ``UserError`` names the option."""
+        if isinstance(self.elbo, str) and ":" in self.elbo:  # iwae:K, renyi:ALPHA:K, rws:K
+            from ppl_dgm.infer.objective_names import expand
+
+            self.elbo, self.renyi_alpha, self.num_particles = expand(
+                self.elbo, self.renyi_alpha, self.num_particles)
+        check_fields(self)
         self.adam_betas = tuple(self.adam_betas)
-        if self.elbo not in ELBOS:
-            raise ValueError(f"unknown ELBO {self.elbo!r}; choose from {ELBOS}")
-        for name in ("epochs", "batch_size", "labelled_batch_size", "num_particles"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive (got {self.lr})")
-        if self.warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be >= 0 (got {self.warmup_epochs})")
+        if self.elbo == "renyi":
+            from ppl_dgm.infer.objective_names import check_alpha
+
+            check_alpha(self.renyi_alpha)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -86,21 +108,26 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise ValueError(f"unknown configuration keys: {sorted(unknown)}")
+            raise UserError(f"unknown configuration keys: {sorted(unknown)}",
+                            f"a configuration has only {sorted(names)}")
+        if "model" not in d:
+            raise UserError("the configuration names no model", "add \"model\"")
         return cls(**d)
 
 
 def resolve(spec: ModelSpec, overrides: dict[str, Any],
             hparam_overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Merge the defaults, the spec's training defaults and the user's (non-None) overrides."""
-    values: dict[str, Any] = {"model": spec.name, "backend": spec.backend}
+    values: dict[str, Any] = {"model": spec.name, "backend": spec.backend, "source": spec.source}
     values.update(spec.train)
     values.update({k: v for k, v in overrides.items() if v is not None})
     hparams = dict(spec.hparams)
     for key, value in (hparam_overrides or {}).items():
         if key not in hparams and key != "alpha":
-            raise ValueError(f"{spec.name} has no hyperparameter {key!r}; it has {sorted(hparams)}")
+            raise UserError(f"{spec.name} has no hyperparameter {key!r}",
+                            f"--set takes one of {sorted(hparams)}")
         hparams[key] = value
+    check_hparams(spec.name, spec.hparams, hparams)
     values["hparams"] = hparams
     return TrainConfig.from_dict(values)
 
@@ -111,3 +138,145 @@ def parse_value(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+
+
+# ------------------------------------------------------------------------------------- domains
+# field -> (kind, lower bound, lower bound inclusive?, upper bound, upper inclusive?, None allowed?)
+# kinds: "int", "float" (any real), "str", "bool". The option's flag is the field with dashes.
+_DOMAINS: dict[str, tuple[str, float | None, bool, float | None, bool, bool]] = {
+    "labels": ("int", 0, True, None, False, True),  # 0: a label model trained unsupervised
+    "epochs": ("int", 1, True, None, False, False),
+    "batch_size": ("int", 1, True, None, False, False),
+    "labelled_batch_size": ("int", 1, True, None, False, False),
+    "seed": ("int", 0, True, 2**32, False, False),
+    "warmup_epochs": ("float", 0, True, None, False, False),
+    "lr": ("float", 0, False, None, False, False),
+    "rmsprop_alpha": ("float", 0, True, 1, False, False),
+    "rmsprop_eps": ("float", 0, False, None, False, False),
+    "lr_decay": ("float", 0, False, 1, True, False),
+    "lr_decay_every": ("int", 0, True, None, False, False),
+    "min_lr": ("float", 0, True, None, False, False),
+    "clip_norm": ("float", 0, True, None, False, True),
+    "clip_value": ("float", 0, True, None, False, True),
+    "alpha": ("float", 0, True, None, False, True),
+    "num_particles": ("int", 1, True, None, False, False),
+    "validation_size": ("int", 0, True, None, False, True),
+    "steps_per_epoch": ("int", 1, True, None, False, True),
+    "eval_batch_size": ("int", 1, True, None, False, False),
+    "classify_samples": ("int", 1, True, None, False, False),
+    "free_bits": ("float", 0, True, None, False, False),
+    "max_minutes": ("float", 0, False, None, False, True),
+    "threads": ("int", 0, True, None, False, True),
+}
+CLIP_ORDERS = ("value_then_norm", "norm_then_value")
+_CHOICES = {"elbo": ELBOS, "optimizer": ("adam", "rmsprop"), "backend": ("pyro", "numpyro"),
+            "clip_order": CLIP_ORDERS, "budget_clock": ("wall", "cpu")}
+_FIXES = {
+    "steps_per_epoch": "omit --steps-per-epoch for full epochs",
+    "clip_norm": "use a positive --clip-norm, or 0 to turn clipping off",
+    "clip_value": "use a positive --clip-value, or 0 to turn clipping off",
+    "labels": "use a positive multiple of the number of classes, or 0 (fully unsupervised)",
+    "lr_decay": "a decay factor lies in (0, 1]; 1 keeps the learning rate constant",
+}
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_value(name: str, value: Any, kind: str, low: float | None = None, low_inclusive: bool = True,
+                high: float | None = None, high_inclusive: bool = False, optional: bool = False,
+                where: str | None = None, fix: str | None = None) -> None:
+    """Raise :class:`UserError` unless ``value`` is of ``kind`` and lies in its bounds."""
+    where = where or _flag(name)
+    if value is None:
+        if optional:
+            return
+        raise UserError(f"{where} needs a value", fix)
+    if kind == "int" and not _is_int(value):
+        raise UserError(f"{where} must be an integer (got {value!r})", fix)
+    if kind == "float" and not (_is_real(value) and math.isfinite(value)):
+        raise UserError(f"{where} must be a finite number (got {value!r})", fix)
+    if kind in ("int", "float"):
+        if low is not None and (value < low or (value == low and not low_inclusive)):
+            relation = ">=" if low_inclusive else ">"
+            raise UserError(f"{where} must be {relation} {low:g} (got {value!r})", fix)
+        if high is not None and (value > high or (value == high and not high_inclusive)):
+            relation = "<=" if high_inclusive else "<"
+            raise UserError(f"{where} must be {relation} {high:g} (got {value!r})", fix)
+    if kind == "str" and not isinstance(value, str):
+        raise UserError(f"{where} must be a string (got {value!r})", fix)
+    if kind == "bool" and not isinstance(value, bool):
+        raise UserError(f"{where} must be true or false (got {value!r})", fix)
+
+
+def check_fields(config: TrainConfig) -> None:
+    """Each field of ``config`` against its domain (types and bounds); raises :class:`UserError`."""
+    for name in ("model", "dataset", "device"):
+        check_value(name, getattr(config, name), "str")
+    if config.data_dir is not None:
+        check_value("data_dir", config.data_dir, "str")
+    if not DEVICE_PATTERN.fullmatch(config.device):
+        raise UserError(f"unknown device {config.device!r}", "use auto, cpu, cuda or cuda:N")
+    for name, choices in _CHOICES.items():
+        if getattr(config, name) not in choices:
+            raise UserError(f"unknown {_flag(name)} {getattr(config, name)!r}",
+                            f"choose from {list(choices)}")
+    for name, (kind, low, low_inc, high, high_inc, optional) in _DOMAINS.items():
+        check_value(name, getattr(config, name), kind, low, low_inc, high, high_inc, optional,
+                    fix=_FIXES.get(name))
+    if config.min_lr > config.lr:
+        raise UserError(f"--min-lr {config.min_lr:g} exceeds --lr {config.lr:g}",
+                        "the floor of the decayed learning rate must not exceed --lr")
+    betas = config.adam_betas
+    if (not isinstance(betas, list | tuple) or len(betas) != 2
+            or not all(_is_real(b) and 0 <= b < 1 for b in betas)):
+        raise UserError(f"adam_betas must be two numbers in [0, 1) (got {betas!r})")
+    for name in ("include_labelled_in_unlabelled", "validate"):
+        check_value(name, getattr(config, name), "bool")
+    for name in ("dataset_options", "hparams"):
+        if not isinstance(getattr(config, name), dict):
+            raise UserError(f"{name} must be a mapping (got {getattr(config, name)!r})")
+    from ppl_dgm.data import check_dataset_options
+
+    check_dataset_options(config.dataset, config.dataset_options)
+
+
+def check_hparams(model: str, defaults: dict[str, Any], hparams: dict[str, Any]) -> None:
+    """Each hyperparameter must have the kind of its registered default: an integer default is a
+    size (an integer >= 1), a list of integers is a list of sizes (non-empty), a number is a
+    positive finite number, a flag is true/false, a name is a string. ``alpha`` is a weight >= 0.
+    Raises :class:`UserError` naming the ``--set`` key; models may check more in their ``build``.
+    """
+    for key, value in hparams.items():
+        where = f"--set {key}={json.dumps(value) if not isinstance(value, str) else value}"
+        default = defaults.get(key)
+        if key == "alpha" and key not in defaults:
+            check_value(key, value, "float", 0, True, where=where)
+        elif isinstance(default, bool):
+            check_value(key, value, "bool", where=where, fix=f"{key} is true or false")
+        elif _is_int(default):
+            low = 1 if default >= 1 else 0
+            check_value(key, value, "int", low, True, where=where,
+                        fix=f"{key} is a size: an integer >= {low} such as {default}")
+        elif _is_real(default):
+            check_value(key, value, "float", 0, default <= 0, where=where,
+                        fix=f"{key} is a {'positive' if default > 0 else 'non-negative'} number "
+                            f"such as {default}")
+        elif isinstance(default, str):
+            check_value(key, value, "str", where=where, fix=f"{key} is a name such as {default!r}")
+        elif isinstance(default, list | tuple) and default and all(_is_int(v) for v in default):
+            example = json.dumps(list(default)).replace(" ", "")
+            fix = f"{key} is a list of positive integers such as {example}"
+            if (not isinstance(value, list | tuple) or not value
+                    or not all(_is_int(v) and v >= 1 for v in value)):
+                raise UserError(f"{where}: {key} must be a non-empty list of positive integers", fix)

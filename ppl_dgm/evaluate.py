@@ -9,6 +9,7 @@ and its figures under ``"evaluation"`` in ``summary.json``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ppl_dgm import results
+from ppl_dgm.errors import UserError
 from ppl_dgm.infer.psis import pareto_k
 
 BACKENDS = ("pyro", "numpyro")
@@ -49,13 +51,15 @@ def _load_numpyro_run(run_dir: Path, device: str) -> Any:
 
 # ------------------------------------------------------------------------------------- records
 def iw_record(estimate: IWEstimate, n_points: int, iw_samples: int, batch_size: int,
-              mean_elbo: Callable[[], float], progress: bool = True) -> dict[str, Any]:
+              mean_elbo: Callable[[], float], progress: bool = True,
+              per_example: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """The log-likelihood figures of ``evaluation.json`` (either backend).
 
     ``estimate`` gives the per-point IW estimates and log-weights of the test points
     ``[start, stop)``; it is called on batches of ``batch_size`` points. Pareto-k (PSIS) is
     computed from the log-weights when ``iw_samples >= 10``; ``mean_elbo()`` gives the ELBO on the
-    same points (not counted in ``iw_seconds``).
+    same points (not counted in ``iw_seconds``). A ``per_example`` dict receives the per-point
+    estimates (``log_likelihood``) and Pareto-k values (``pareto_k``), in test-set order.
     """
     started = time.perf_counter()
     lls, ks = [], []
@@ -80,7 +84,29 @@ def iw_record(estimate: IWEstimate, n_points: int, iw_samples: int, batch_size: 
         record["pareto_k_mean"] = float(k.mean())
         record["pareto_k_max"] = float(k.max())
         record["pareto_k_fraction_above_0.7"] = float((k > 0.7).mean())
+    if per_example is not None:
+        per_example["log_likelihood"] = ll
+        if ks:
+            per_example["pareto_k"] = np.concatenate(ks)
     return record
+
+
+#: Per-example IW estimates of the last evaluation (netCDF): paired comparisons between runs
+#: evaluated on the same test points (``benchmarks/cagem_report.py``).
+PER_EXAMPLE = "iw_per_example.nc"
+
+
+def write_per_example(run_dir: Path, per_example: dict[str, np.ndarray],
+                      attrs: dict[str, Any]) -> str:
+    """``RUN_DIR/iw_per_example.nc``: variables over ``test_index`` (0..N-1 of the test set)."""
+    import xarray as xr
+
+    n = len(per_example["log_likelihood"])
+    ds = xr.Dataset({k: ("test_index", np.asarray(v, np.float64)) for k, v in per_example.items()},
+                    coords={"test_index": np.arange(n)},
+                    attrs={k: v for k, v in attrs.items() if isinstance(v, (int, float, str))})
+    results.atomic_write(run_dir / PER_EXAMPLE, lambda tmp: ds.to_netcdf(tmp))
+    return PER_EXAMPLE
 
 
 def write_evaluation(run_dir: str | Path, record: dict[str, Any], device: str) -> dict[str, Any]:
@@ -112,25 +138,50 @@ def evaluate_run(run_dir: str | Path, iw_samples: int = 5000, chunk_size: int = 
     ``chunk_size``) on the statically binarised test set (first ``subset`` points if given), with
     the PSIS Pareto-k diagnostic of each point's importance weights (k > 0.7: the estimate for that
     point is unreliable). ``seed`` seeds the particles (``pyro.set_rng_seed`` for Pyro runs,
-    ``jax.random.PRNGKey`` for NumPyro runs).
+    ``jax.random.PRNGKey`` for NumPyro runs). It holds the run directory's lock
+    (:class:`ppl_dgm.rundir.RunLock`) while it reads and writes: a run being trained (or evaluated)
+    by another process is refused with one line naming that process.
     """
     if iw_samples < 0 or chunk_size < 1 or batch_size < 1:
         raise ValueError(f"need iw_samples >= 0, chunk_size >= 1 and batch_size >= 1 (got "
                          f"{iw_samples}, {chunk_size}, {batch_size})")
     if subset is not None and subset < 1:
         raise ValueError(f"--subset must be positive (got {subset})")
+    from ppl_dgm.rundir import RunLock
+
     run_dir = Path(run_dir)
     evaluate = _evaluate_numpyro if run_backend(run_dir) == "numpyro" else _evaluate_pyro
-    record, device_name = evaluate(run_dir, iw_samples=iw_samples, chunk_size=chunk_size,
-                                   subset=subset, classify_samples=classify_samples,
-                                   device=device, seed=seed, batch_size=batch_size,
-                                   progress=progress)
-    return write_evaluation(run_dir, record, device_name)
+    per_example: dict[str, np.ndarray] = {}
+    with RunLock(run_dir, "evaluating"):
+        record, device_name = evaluate(run_dir, iw_samples=iw_samples, chunk_size=chunk_size,
+                                       subset=subset, classify_samples=classify_samples,
+                                       device=device, seed=seed, batch_size=batch_size,
+                                       progress=progress, per_example=per_example)
+        if per_example:
+            record["per_example_file"] = write_per_example(run_dir, per_example, record)
+        return write_evaluation(run_dir, record, device_name)
+
+
+def clustering(trainer: Any, predictions: Any, labels: Any = None) -> dict[str, Any]:
+    """For a label model trained without labels (``--labels 0``), the clustering accuracy of its
+    predictions under the best cluster-to-class assignment, and the cluster sizes; else {}.
+    ``labels``: the true classes of the predicted points (default: the test set's)."""
+    if not (trainer.spec.task == "semi-supervised" and trainer.task == "unsupervised"):
+        return {}
+    from ppl_dgm.infer.clustering import clustering_record
+
+    def host(a: Any) -> np.ndarray:
+        return a.cpu().numpy() if hasattr(a, "cpu") else np.asarray(a)
+
+    model = trainer.pair.p if hasattr(trainer.pair, "p") else trainer.pair.model
+    n_clusters = getattr(model, "n_classes", trainer.info.n_classes)
+    labels = trainer.y_test if labels is None else labels
+    return clustering_record(host(predictions), host(labels), n_clusters, trainer.info.n_classes)
 
 
 def _evaluate_pyro(run_dir: Path, *, iw_samples: int, chunk_size: int, subset: int | None,
                    classify_samples: int | None, device: str, seed: int, batch_size: int,
-                   progress: bool) -> tuple[dict[str, Any], str]:
+                   progress: bool, per_example: dict | None = None) -> tuple[dict[str, Any], str]:
     import pyro
 
     from ppl_dgm.infer.importance import log_likelihood
@@ -147,6 +198,8 @@ def _evaluate_pyro(run_dir: Path, *, iw_samples: int, chunk_size: int, subset: i
         record["test_error"] = trainer.classification_error(trainer.x_test, trainer.y_test)
         if trainer.info.sequence_length > 1:
             record["test_sequence_error"] = trainer.sequence_error(trainer.x_test, trainer.y_test)
+    if trainer.spec.task == "semi-supervised" and not trainer.classifies:  # --labels 0
+        record.update(clustering(trainer, trainer.predictions(trainer.x_test)))
     if trainer.task != "supervised" and iw_samples > 0:
         x = trainer.x_test_binary if subset is None else trainer.x_test_binary[:subset]
 
@@ -156,13 +209,14 @@ def _evaluate_pyro(run_dir: Path, *, iw_samples: int, chunk_size: int, subset: i
             return ll.cpu().numpy(), log_w.cpu().numpy()
 
         record.update(iw_record(estimate, len(x), iw_samples, batch_size,
-                                lambda: trainer.mean_elbo(x), progress))
+                                lambda: trainer.mean_elbo(x), progress, per_example))
     return record, str(trainer.device)
 
 
 def _evaluate_numpyro(run_dir: Path, *, iw_samples: int, chunk_size: int, subset: int | None,
                       classify_samples: int | None, device: str, seed: int, batch_size: int,
-                      progress: bool) -> tuple[dict[str, Any], str]:
+                      progress: bool, per_example: dict | None = None
+                      ) -> tuple[dict[str, Any], str]:
     trainer = _load_numpyro_run(run_dir, device)
     import jax
 
@@ -180,6 +234,8 @@ def _evaluate_numpyro(run_dir: Path, *, iw_samples: int, chunk_size: int, subset
         record["test_error"] = trainer.classification_error(trainer.x_test, trainer.y_test)
         if trainer.task == "supervised" and trainer.info.sequence_length > 1:
             record["test_sequence_error"] = trainer.sequence_error(trainer.x_test, trainer.y_test)
+    if trainer.spec.task == "semi-supervised" and not trainer.classifies:  # --labels 0
+        record.update(clustering(trainer, trainer.predictions(trainer.x_test)))
     if trainer.task != "supervised" and iw_samples > 0:
         x = trainer.x_test_binary if subset is None else trainer.x_test_binary[:subset]
         x_host = np.asarray(x, dtype=np.float32)
@@ -196,7 +252,7 @@ def _evaluate_numpyro(run_dir: Path, *, iw_samples: int, chunk_size: int, subset
             return np.asarray(ll[:stop - start]), np.asarray(log_w[:, :stop - start])
 
         record.update(iw_record(estimate, len(x_host), iw_samples, size,
-                                lambda: trainer.mean_elbo(x), progress))
+                                lambda: trainer.mean_elbo(x), progress, per_example))
     return record, device_name(trainer.device)
 
 
@@ -218,7 +274,9 @@ def _pyro_samples(run_dir: Path, per_class: int, device: str, seed: int) -> Samp
 
     trainer = load_run(run_dir, device)
     torch.manual_seed(seed)
-    n_classes, by_class = trainer.info.n_classes, trainer.task == "semi-supervised"
+    # one row per value of y (per class, or per cluster of a run trained with --labels 0)
+    by_class = trainer.spec.task == "semi-supervised"
+    n_classes = getattr(trainer.pair.p, "n_classes", trainer.info.n_classes)
     with torch.no_grad():
         if by_class:
             y = torch.arange(n_classes, device=trainer.device).repeat_interleave(per_class)
@@ -236,7 +294,8 @@ def _numpyro_samples(run_dir: Path, per_class: int, device: str, seed: int) -> S
     import jax.numpy as jnp
 
     key = jax.random.PRNGKey(seed)
-    n_classes, by_class = trainer.info.n_classes, trainer.task == "semi-supervised"
+    by_class = trainer.spec.task == "semi-supervised"  # one row per class or cluster
+    n_classes = getattr(trainer.pair.model, "n_classes", trainer.info.n_classes)
     if by_class:
         y = jnp.repeat(jnp.arange(n_classes), per_class)
         images = trainer.pair.sample_x(trainer.params, key, len(y), y)
@@ -250,13 +309,43 @@ def _numpyro_samples(run_dir: Path, per_class: int, device: str, seed: int) -> S
 def sample_grid(run_dir: str | Path, output: str | Path | None = None, per_class: int = 10,
                 device: str = "auto", seed: int = 0) -> Path:
     """A PNG grid (default ``RUN_DIR/samples.png``): one row per class for class-conditional
-    models, else a square grid of ``per_class`` x ``per_class``; either backend."""
+    models, else a square grid of ``per_class`` x ``per_class``; either backend.
+
+    Writing into the run directory, it holds the directory's lock (:class:`ppl_dgm.rundir.RunLock`;
+    a run being trained by another process is refused with one line naming it); an ``output``
+    elsewhere only reads the checkpoint (replaced atomically by a training), so it takes no lock."""
     if per_class < 1:
         raise ValueError(f"--per-class must be positive (got {per_class})")
     run_dir = Path(run_dir)
-    draw = _numpyro_samples if run_backend(run_dir) == "numpyro" else _pyro_samples
-    samples = draw(run_dir, per_class, device, seed)
-    return save_grid(samples, Path(output or run_dir / "samples.png"))
+    output = Path(output or run_dir / "samples.png")
+    if output.is_dir():
+        raise UserError(f"--output {output} is a directory",
+                        f"give a file name, e.g. --output {output / 'samples.png'}")
+    backend = run_backend(run_dir)
+    config = results.read_json(run_dir / results.CONFIG)
+    if config.get("model"):
+        from ppl_dgm import registry
+
+        try:
+            task = registry.resolve_spec(config["model"], backend, config.get("source")).task
+        except KeyError:
+            task = None
+        if task == "supervised":
+            raise UserError(f"{config['model']} is a classifier (p(y | x)): it has no images to "
+                            "sample", "sample a generative run (m2, adgm, sdgm, vae, lvae)")
+    draw = _numpyro_samples if backend == "numpyro" else _pyro_samples
+    from ppl_dgm.rundir import RunLock
+
+    inside = run_dir.resolve() in output.resolve().parents
+    with RunLock(run_dir, "sampling") if inside else contextlib.nullcontext():
+        try:
+            samples = draw(run_dir, per_class, device, seed)
+        except TypeError as err:
+            if "cannot sample" not in str(err):
+                raise
+            raise UserError(f"the model of {run_dir} cannot sample images ({err})",
+                            "sample a run of a generative model") from err
+        return save_grid(samples, output)
 
 
 def save_grid(samples: SampleSet, output: Path) -> Path:
@@ -267,7 +356,10 @@ def save_grid(samples: SampleSet, output: Path) -> Path:
     import matplotlib.pyplot as plt
 
     rows, cols = samples.images.shape[:2]
-    canvas = np.concatenate([np.concatenate(list(row), axis=1) for row in samples.images], axis=0)
+    from ppl_dgm.plots import grid_image
+
+    # cells separated by white gaps so that small samples stay readable
+    canvas = grid_image(samples.images.reshape(rows * cols, *samples.images.shape[2:]), nrow=cols)
     fig, ax = plt.subplots(figsize=(cols * 0.6, rows * 0.6))
     ax.imshow(canvas, cmap="gray", vmin=0, vmax=1)
     ax.set_axis_off()

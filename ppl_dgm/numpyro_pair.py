@@ -31,6 +31,8 @@ class NumPyroPair:
     over draws of a) and is called as ``classifier(params, x, num_samples=S, rng_key=key)``.
     ``particles_in_program``: the programs draw their Monte Carlo particles themselves (from the
     ``num_particles`` the trainer puts in the hparams), so a trainer's ELBO runs one particle.
+    ``iw_enumerate``: the importance-weighted estimator sums the guide's enumerated sites exactly
+    instead of sampling them (``ppl_dgm.infer.numpyro_importance``; CaGeM's y).
     """
 
     model: Callable[..., Any]
@@ -40,6 +42,7 @@ class NumPyroPair:
     sampler: Callable[..., jax.Array] | None = None
     sampling_classifier: bool = False
     particles_in_program: bool = False
+    iw_enumerate: bool = False
 
     def classify(self, params: Params, x: jax.Array, num_samples: int = 1,
                  rng_key: jax.Array | None = None) -> jax.Array:
@@ -49,7 +52,8 @@ class NumPyroPair:
         then); a deterministic one ignores both.
         """
         if self.classifier is None:
-            raise TypeError("this pair's guide has no classifier")
+            raise TypeError("this pair's guide has no classifier: pass NumPyroPair(..., classifier=fn), "
+                            "fn(params, x) -> class probabilities (B, n_classes) (ppl_dgm.contract)")
         if self.sampling_classifier:
             if rng_key is None:
                 raise ValueError("this pair's classifier samples its latents: pass rng_key")
@@ -60,5 +64,6 @@ class NumPyroPair:
                  y: jax.Array | None = None) -> jax.Array:
         """Bernoulli means of ``n`` samples from the generative model (class-conditional if given)."""
         if self.sampler is None:
-            raise TypeError("this pair's model cannot sample x")
+            raise TypeError("this pair's model cannot sample x: pass NumPyroPair(..., sampler=fn), "
+                            "fn(params, rng_key, n, y) -> (n, x_dim) Bernoulli means (ppl_dgm.contract)")
         return self.sampler(params, rng_key, n, y)

@@ -61,17 +61,34 @@ def tile_images(images: np.ndarray, nrow: int, pad: int = 1, pad_value: float = 
     return grid
 
 
-def image_grid(images: np.ndarray, path: str | os.PathLike, nrow: int = 10) -> None:
-    """Save ``images`` (n, H, W) with values in [0, 1] as a grey-scale grid, ``nrow`` per row.
+def grid_image(images: np.ndarray, nrow: int = 10, padding: int = 2,
+               pad_value: float = 1.0) -> np.ndarray:
+    """Images ``(n, H, W)`` with values in [0, 1] as one grey-scale grid array, ``nrow`` per row.
 
-    Small images (e.g. 8x8 digits) are enlarged by an integer factor to about 28 pixels.
+    Small images (e.g. 8x8 digits) are first enlarged by an integer factor to about 28 pixels; the
+    cells are then separated (and framed) by ``padding`` pixels of ``pad_value`` (white by default,
+    against the dark backgrounds of digit samples), so each sample stays readable.
+    """
+    images = np.clip(np.asarray(images, dtype=np.float32), 0.0, 1.0)
+    if images.ndim != 3:
+        raise ValueError(f"expected images of shape (n, H, W), got {images.shape}")
+    if padding < 0:
+        raise ValueError(f"padding must be >= 0 (got {padding})")
+    factor = max(1, 28 // int(images.shape[1]))
+    if factor > 1:
+        images = np.kron(images, np.ones((1, factor, factor), dtype=np.float32))
+    return tile_images(images, nrow, pad=padding, pad_value=pad_value)
+
+
+def image_grid(images: np.ndarray, path: str | os.PathLike, nrow: int = 10, padding: int = 2,
+               pad_value: float = 1.0) -> None:
+    """Save ``images`` (n, H, W) with values in [0, 1] as a grey-scale PNG grid, ``nrow`` per row.
+
+    See :func:`grid_image` (enlargement of small images, ``padding`` pixels between cells).
     """
     from matplotlib.image import imsave
 
-    grid = tile_images(np.clip(np.asarray(images, dtype=np.float32), 0.0, 1.0), nrow)
-    factor = max(1, 28 // int(np.asarray(images).shape[1]))
-    if factor > 1:
-        grid = np.kron(grid, np.ones((factor, factor), dtype=np.float32))
+    grid = grid_image(images, nrow, padding, pad_value)
     atomic_write(path, lambda tmp: imsave(tmp, grid, cmap="gray", vmin=0.0, vmax=1.0,
                                           format="png"))
 
@@ -131,5 +148,33 @@ def plot_glimpses(
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_learning_curves(curves: dict[str, tuple[list[float], list[float]]],
+                         path: str | os.PathLike, ylabel: str,
+                         reference: dict[str, float] | None = None, title: str = "") -> None:
+    """One line per run (``label -> (epochs, values)``) against epochs, and each ``reference``
+    value (``label -> value``, e.g. a paper's reported figure) as a dashed horizontal line."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    for label, (epochs, values) in curves.items():
+        if len(epochs):
+            ax.plot(epochs, values, marker="." if len(epochs) < 30 else None, label=label)
+    for i, (label, value) in enumerate((reference or {}).items()):
+        ax.axhline(value, linestyle="--", color=f"C{(len(curves) + i) % 10}",
+                   label=f"{label}: paper {value:g}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title if len(title) < 90 else title[:87] + "...", fontsize="small")
+    ax.grid(alpha=0.3)
+    if curves or reference:
+        ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
     _save(fig, path)

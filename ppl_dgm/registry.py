@@ -1,7 +1,10 @@
 """Name -> model/guide pair, task and default hyperparameters (backend-neutral: imports nothing heavy).
 
-Adding a pair: write the generative model in ``models/``, the guide in ``guides/``, a ``build``
-function returning a :class:`ppl_dgm.pair.Pair`, and one ``register(ModelSpec(...))`` line below.
+Adding a pair to the library: write the generative model in ``models/``, the guide in ``guides/``,
+a ``build`` function returning a :class:`ppl_dgm.pair.Pair`, and one ``register(ModelSpec(...))``
+below. A pair outside the library needs none of that: see :mod:`ppl_dgm.contract` (``ppl-dgm train
+path/to/my_pair.py:build``, ``mypackage.module:build``, or a name from the ``ppl_dgm.models`` entry
+point group); :func:`resolve_spec` finds any of them.
 """
 
 from __future__ import annotations
@@ -12,30 +15,38 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TASKS = ("semi-supervised", "unsupervised", "supervised")
+BACKENDS = ("pyro", "numpyro")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """A registered model/guide pair.
 
-    ``build`` is ``"module:function"``; the function takes ``(hparams: dict, data: DataInfo)`` and
-    returns the pair for the backend. ``hparams`` are the network's defaults (overridable with
-    ``--set key=value``); ``train`` overrides the defaults of :class:`ppl_dgm.config.TrainConfig`.
+    ``build`` is ``"module:function"`` or the function itself; the function takes ``(hparams: dict,
+    data: DataInfo)`` and returns the pair for the backend. ``hparams`` are the network's defaults
+    (overridable with ``--set key=value``); ``train`` overrides the defaults of
+    :class:`ppl_dgm.config.TrainConfig`. ``source`` says where a pair from outside the library came
+    from (recorded in the run's ``config.json``; ``None`` for the registered pairs).
     """
 
     name: str
     task: str
-    build: str
+    build: str | Callable[..., Any]
     hparams: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     backend: str = "pyro"
+    source: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"{self.name}: task {self.task!r} is not one of {TASKS}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"{self.name}: backend {self.backend!r} is not one of {BACKENDS}")
 
     def builder(self) -> Callable[..., Any]:
+        if callable(self.build):
+            return self.build
         module, _, function = self.build.partition(":")
         return getattr(importlib.import_module(module), function)
 
@@ -52,15 +63,55 @@ def register(spec: ModelSpec) -> ModelSpec:
 
 
 def get(name: str, backend: str = "pyro") -> ModelSpec:
+    """The registered spec; a name registered nowhere goes through :func:`resolve_spec` (a user's
+    ``path/to/file.py:build``, ``package.module:build`` or entry point; ``KeyError`` if none)."""
     try:
         return _REGISTRY[(name, backend)]
     except KeyError:
-        known = sorted({n for n, b in _REGISTRY if b == backend})
-        raise KeyError(f"no model {name!r} for backend {backend!r}; registered: {known}") from None
+        pass
+    if not any(n == name for n, _ in _REGISTRY):
+        return resolve_spec(name, backend)
+    known = sorted({n for n, b in _REGISTRY if b == backend})
+    raise KeyError(f"no model {name!r} for backend {backend!r}; registered: {known}")
 
 
 def all_specs() -> list[ModelSpec]:
     return sorted(_REGISTRY.values(), key=lambda s: (s.name, s.backend))
+
+
+def resolve_spec(name: str, backend: str | None = None,
+                 source: dict[str, Any] | None = None) -> ModelSpec:
+    """The spec of a registered name, an entry point of group ``ppl_dgm.models``, or a reference
+    ``path/to/file.py:build`` / ``package.module:build`` (see :mod:`ppl_dgm.contract`).
+
+    ``source`` (a run's recorded ``config.source``) finds the pair where it was found when the run
+    was trained, and says clearly when it is gone or changed. ``backend=None``: the pair's own
+    backend (``pyro`` for registered names).
+    """
+    from ppl_dgm import user_pairs
+
+    return user_pairs.resolve(name, backend, source)
+
+
+def model_spec(task: str, hparams: dict[str, Any] | None = None, train: dict[str, Any] | None = None,
+               *, name: str | None = None, description: str | None = None,
+               backend: str = "pyro") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator giving a user's ``build`` function its task and defaults (``build.spec``).
+
+    ``name`` defaults to the module's name (the file's stem), ``description`` to the first line of
+    the function's docstring. See :mod:`ppl_dgm.contract`.
+    """
+
+    def decorate(build: Callable[..., Any]) -> Callable[..., Any]:
+        doc = (build.__doc__ or "").strip().splitlines()
+        build.spec = ModelSpec(  # type: ignore[attr-defined]
+            name=name or "",  # "": the loader names it after the file or module
+            task=task, build=build, hparams=dict(hparams or {}), train=dict(train or {}),
+            description=description if description is not None else (doc[0] if doc else ""),
+            backend=backend)
+        return build
+
+    return decorate
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,12 +159,14 @@ register(ModelSpec(
 
 # ADGM / SDGM (Maaløe et al. 2016): the authors' recipe. Particles: 1 for ADGM (the authors'
 # script), 5 for SDGM (reconstructed); test predictions average q(y|a,x) over 100 draws of a.
+# Clipping as in their code: the global gradient norm to 5 first, then every element to [-1, 1].
 _AUX_HPARAMS = {"a_dim": 100, "z_dim": 100, "hidden": [500, 500], "activation": "relu",
                 "batch_norm": True, "average_y_over_particles": True,
                 "classification_log_mean": True}
 _AUX_TRAIN = {"lr": 3e-4, "adam_betas": (0.9, 0.999), "lr_decay": 0.75, "lr_decay_every": 200,
-              "min_lr": 3e-5, "clip_norm": 5.0, "batch_size": 100, "labelled_batch_size": 100,
-              "warmup_epochs": 0.0, "classify_samples": 100}
+              "min_lr": 3e-5, "clip_norm": 5.0, "clip_value": 1.0, "clip_order": "norm_then_value",
+              "batch_size": 100, "labelled_batch_size": 100, "warmup_epochs": 0.0,
+              "classify_samples": 100}
 
 register(ModelSpec(
     name="adgm",
@@ -139,15 +192,21 @@ register(ModelSpec(
 # the cross-entropy averaged over the B x T digits, which supervised_loss computes). Lasagne's
 # rmsprop (rho 0.9, epsilon 1e-6 inside the square root) ~ torch alpha 0.9, eps 1e-3 outside it;
 # torch's defaults (0.99, 1e-8) let the glimpses drift off the canvas and the RNN-SPN collapse.
+# Clipping as in their code: every gradient element to [-1, 1] first, then the global norm to 5.
+# Their transformer is corner-aligned and clamps at the border; ours samples with torch's
+# align_corners=False and zero padding by default (ppl_dgm.nn.spatial describes the difference);
+# --set align_corners=true --set padding_mode=border gives the authors' sampler.
+_SPN_SAMPLER = {"align_corners": False, "padding_mode": "zeros"}
 _SPN_TRAIN = {"dataset": "mnist-sequence", "optimizer": "rmsprop", "lr": 5e-4, "batch_size": 100,
-              "rmsprop_alpha": 0.9, "rmsprop_eps": 1e-3, "clip_norm": 5.0, "elbo": "trace",
-              "labels": None, "epochs": 30}
+              "rmsprop_alpha": 0.9, "rmsprop_eps": 1e-3, "clip_norm": 5.0, "clip_value": 1.0,
+              "clip_order": "value_then_norm", "elbo": "trace", "labels": None, "epochs": 30}
 
 register(ModelSpec(
     name="rnn-spn",
     task="supervised",
     build="ppl_dgm.models.rnn_spn:build_rnn_spn",
-    hparams={"downsample": 3.0, "loc_filters": 20, "rnn_units": 256, "filters": 32, "dense": 400},
+    hparams={"downsample": 3.0, "loc_filters": 20, "rnn_units": 256, "filters": 32, "dense": 400,
+             **_SPN_SAMPLER},
     train=dict(_SPN_TRAIN),
     description="RNN-SPN (Sønderby et al. 2015): loc. CNN -> GRU(256) -> affine glimpse per digit "
                 "-> CNN; p(y_1..T|x), empty guide (data: mnist-sequence)",
@@ -156,7 +215,8 @@ register(ModelSpec(
     name="ffn-spn",
     task="supervised",
     build="ppl_dgm.models.rnn_spn:build_ffn_spn",
-    hparams={"downsample": 2.0, "loc_filters": 20, "loc_dense": 200, "filters": 96, "dense": 400},
+    hparams={"downsample": 2.0, "loc_filters": 20, "loc_dense": 200, "filters": 96, "dense": 400,
+             **_SPN_SAMPLER},
     train=dict(_SPN_TRAIN),
     description="FFN-SPN baseline (Sønderby et al. 2015): one affine glimpse -> CNN -> T heads "
                 "(data: mnist-sequence)",
@@ -165,7 +225,7 @@ register(ModelSpec(
     name="cnn-seq",
     task="supervised",
     build="ppl_dgm.models.rnn_spn:build_cnn",
-    hparams={"downsample": 2.0, "filters": 96, "dense": 400},
+    hparams={"downsample": 2.0, "filters": 96, "dense": 400, **_SPN_SAMPLER},
     train=dict(_SPN_TRAIN),
     description="Plain CNN baseline for RNN-SPN: 2x down-sampled canvas -> CNN -> T heads "
                 "(data: mnist-sequence)",
@@ -226,3 +286,30 @@ for _name, _build in (("rnn-spn", "build_rnn_spn"), ("ffn-spn", "build_ffn_spn")
                     "Trace_ELBO + optax (--backend numpyro)",
         backend="numpyro",
     ))
+
+# CaGeM (Maaløe et al. 2017; structure reconstructed from the abstract, models/cagem.py): a two-layer
+# VAE whose upper layer depends on an enumerated cluster y. --labels N gives M2's bounds and
+# classification term; --labels 0 trains it fully unsupervised (K = --set n_clusters=K). LVAE/ADGM
+# recipe (Adam, batch norm, leaky ReLU, warm-up, batches of 100, norm clipping 5); sizes and lr chosen
+# for short CPU budgets (the study gives each run 15 minutes at one thread).
+register(ModelSpec(
+    name="cagem",
+    task="semi-supervised",
+    build="ppl_dgm.models.cagem:build",
+    hparams={"z_dims": [32, 16], "hidden_dims": [256, 128], "activation": "leaky_relu",
+             "batch_norm": True, "min_scale": 1e-5 ** 0.5, "n_clusters": None,
+             "classifier_uses_x": True},
+    train={"optimizer": "adam", "lr": 1e-3, "batch_size": 100, "labelled_batch_size": 100,
+           "warmup_epochs": 10.0, "epochs": 200, "clip_norm": 5.0, "elbo": "trace_enum"},
+    description="CaGeM (Maaløe et al. 2017, reconstructed): p(y)p(z2)p(z1|y,z2)p(x|z1), "
+                "q(z1|x)q(y|z1,x)q(z2|z1,y); --labels 0: unsupervised clusters",
+))
+register(ModelSpec(
+    name="cagem",
+    task="semi-supervised",
+    build="ppl_dgm.models.cagem_numpyro:build",
+    hparams=dict(get("cagem").hparams),
+    train=dict(get("cagem").train),
+    description="CaGeM in NumPyro/JAX: the same pair, TraceEnum_ELBO + optax (--backend numpyro)",
+    backend="numpyro",
+))

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import platform
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -25,19 +26,54 @@ EVALUATION = "evaluation.json"
 CHECKPOINT = "checkpoint.pt"
 
 
+TEMPORARY_SUFFIX = ".part"
+# atomic_write's temporaries: ``.NAME.XXXXXXXX.part`` (older versions: without ``.part``)
+_TEMPORARY = re.compile(r"\.(?P<name>[^/]+\.[^./]+)\.[a-z0-9_]{8}(\.part)?")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then move the temporary file onto ``path``."""
+    """Call ``write(tmp_path)`` then move the temporary file onto ``path``.
+
+    The file gets the permissions of the user's umask (as ``open`` would give it); when writing
+    fails (a full disk), the temporary file is removed and the previous ``path`` is kept.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    if path.is_dir():
+        raise IsADirectoryError(21, "Is a directory", str(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def clean_temporaries(folder: str | os.PathLike) -> list[str]:
+    """Remove the temporaries that :func:`atomic_write` left in ``folder`` when its process was
+    killed mid-write (call it only while no other process writes there); returns their names."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        if _TEMPORARY.fullmatch(entry.name) and entry.is_file():
+            try:
+                entry.unlink()
+                removed.append(entry.name)
+            except FileNotFoundError:
+                pass
+    return removed
 
 
 def _jsonable(value: Any) -> Any:
@@ -74,16 +110,17 @@ def history_dataset(records: list[dict[str, Any]], attrs: dict[str, Any]) -> xr.
     epochs = [r["epoch"] for r in records]
     data_vars: dict[str, Any] = {}
     keys = sorted({k for r in records for k in r if k != "epoch"})
+    # one site axis for every dict-valued entry (NaN where an entry lacks a site: the KL has a
+    # discrete y, the active units only the continuous sites)
+    sites = sorted({n for r in records for v in r.values() if isinstance(v, dict) for n in v})
     for key in keys:
         values = [r.get(key) for r in records]
         if any(isinstance(v, dict) for v in values):
-            names = sorted({n for v in values if isinstance(v, dict) for n in v})
-            table = [[(v or {}).get(n, np.nan) for n in names] for v in values]
+            table = [[(v or {}).get(n, np.nan) for n in sites] for v in values]
             data_vars[key] = (("epoch", "site"), np.asarray(table, dtype=float))
             continue
         data_vars[key] = ("epoch", np.asarray([np.nan if v is None else v for v in values],
                                               dtype=float))
-    sites = sorted({n for r in records for v in r.values() if isinstance(v, dict) for n in v})
     coords: dict[str, Any] = {"epoch": epochs}
     if sites:
         coords["site"] = sites
@@ -107,6 +144,8 @@ def environment(device: str) -> dict[str, Any]:
     """Library versions and the machine, recorded in every result file."""
     from importlib import metadata
 
+    from ppl_dgm.threads import threads_in_use
+
     versions = {}
     for package in ("ppl-dgm", "torch", "pyro-ppl", "numpy", "xarray", "jax", "numpyro"):
         try:
@@ -115,4 +154,4 @@ def environment(device: str) -> dict[str, Any]:
             pass
     return {"versions": versions, "device": device, "python": platform.python_version(),
             "machine": platform.machine(), "processor": platform.processor() or None,
-            "cpu_count": os.cpu_count()}
+            "cpu_count": os.cpu_count(), "threads": threads_in_use()}

@@ -303,7 +303,8 @@ def test_plots_are_written_atomically(tmp_path):
     grid = tile_images(np.arange(5 * 2 * 3).reshape(5, 2, 3) / 30.0, nrow=2, pad=1)
     assert grid.shape == (3 * 3 + 1, 2 * 4 + 1)
     np.testing.assert_allclose(grid[1:3, 5:8], np.arange(6, 12).reshape(2, 3) / 30.0)
-    assert imread(tmp_path / "sub" / "samples.png").shape[:2] == (3 * 9 * 3 + 3, 3 * 9 * 3 + 3)
+    # 8x8 images enlarged x3, separated and framed by 2 pixels of grey
+    assert imread(tmp_path / "sub" / "samples.png").shape[:2] == (3 * 26 + 2, 3 * 26 + 2)
 
 
 # ------------------------------------------------------------------------ free bits

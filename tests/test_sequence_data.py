@@ -112,15 +112,16 @@ def test_loader_returns_float_canvases_and_caches_them(tmp_path, monkeypatch):
     assert data.x_train.min() >= 0.0 and data.x_train.max() <= 1.0
     assert data.x_train.max() == 1.0  # clipped sums reach the top of the range
     assert set(np.unique(data.y_train)) <= set(range(10))
-    # cached in the (writable) data folder under a name keyed by the options, nothing else left
+    # cached in the user cache under a name keyed by the options; the data folder is not written
     name = cache_name(3, 8, 100, 9, 60, 15, 3)
-    assert [p.name for p in (tmp_path / "data").iterdir()] == [name]
+    assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())
+    assert [p.name for p in (tmp_path / "cache" / "ppl_dgm").iterdir()] == [name]
     again = load_dataset("mnist-sequence", tmp_path / "data", **options)
     np.testing.assert_array_equal(again.x_train, data.x_train)
     fresh = load_dataset("mnist-sequence", tmp_path / "data", cache=False, **options)
     np.testing.assert_array_equal(fresh.x_test, data.x_test)
     # the digits sit where the generator says: canvases match the MNIST digits there
-    with np.load(tmp_path / "data" / name) as f:
+    with np.load(tmp_path / "cache" / "ppl_dgm" / name) as f:
         pos = f["pos_test"]
     from ppl_dgm.data.mnist import load_mnist
 

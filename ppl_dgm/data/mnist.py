@@ -15,9 +15,12 @@ import os
 import shutil
 import tempfile
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from ppl_dgm.errors import UserError
 
 ENV_VAR = "PPL_DGM_DATA"
 NPZ_NAME = "mnist.npz"
@@ -46,7 +49,10 @@ class DataNotFoundError(FileNotFoundError):
 
 
 def cache_dir() -> Path:
-    """The user cache folder where downloaded or built data sets are kept."""
+    """The user cache folder where built data sets (and tutorial outputs) are kept:
+    ``$PPL_DGM_CACHE``, else ``$XDG_CACHE_HOME/ppl_dgm``, else ``~/.cache/ppl_dgm``."""
+    if os.environ.get("PPL_DGM_CACHE"):
+        return Path(os.environ["PPL_DGM_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "ppl_dgm"
 
@@ -65,18 +71,25 @@ def search_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read an ``.npz`` with the MNIST key layout, checking keys and shapes."""
     path = Path(path)
-    with np.load(path, allow_pickle=False) as f:
-        missing = [k for k in KEYS if k not in f.files]
-        if missing:
-            raise ValueError(
-                f"{path} lacks the keys {missing}; a data set file needs {list(KEYS)} "
-                f"(found {sorted(f.files)})"
-            )
-        arrays = {k: f[k] for k in KEYS}
+    fix = "write it with numpy.savez(PATH, x_train=..., y_train=..., x_test=..., y_test=...)"
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path} is not an .npz archive (numpy.savez format)", fix)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in KEYS if k not in f.files]
+            if missing:
+                raise UserError(f"{path} lacks the keys {missing} (found {sorted(f.files)})",
+                                f"a data set file needs {list(KEYS)}")
+            arrays = {k: f[k] for k in KEYS}
+    except UserError:
+        raise
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
+        raise UserError(f"{path} could not be read as an .npz of plain arrays ({err})", fix) from err
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if len(x) != len(y):
-            raise ValueError(f"{path}: x_{split} has {len(x)} rows but y_{split} has {len(y)}")
+        if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
+            raise UserError(f"{path}: x_{split} has shape {x.shape} but y_{split} {y.shape}",
+                            "give one label (row) per image")
     return arrays
 
 

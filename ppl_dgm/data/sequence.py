@@ -164,17 +164,6 @@ def cache_name(
             f"_s{canvas}_n{n_train}-{n_test}_seed{seed}.npz")
 
 
-def _writable_dir(path: Path) -> bool:
-    """Whether to cache into ``path``: it exists or can be made, and neither its permission bits
-    nor the OS forbid writing (the bits are checked too, because root bypasses them: a folder
-    marked read-only, like a shared data folder, is left alone even then)."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False
-    return os.access(path, os.W_OK) and bool(path.stat().st_mode & 0o222)
-
-
 def _save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
@@ -246,8 +235,9 @@ def load_mnist_sequence(
 
     ``x`` is float32 ``(N, canvas, canvas)`` in [0, 1], ``y`` int64 ``(N, n_digits)``. The arrays
     are looked up by their cache name in ``data_dir``, ``$PPL_DGM_DATA`` and the user cache; when
-    absent they are built from MNIST (found the usual way) and saved into ``data_dir`` when
-    writable, else into the user cache folder (``cache=False`` builds without reading or writing).
+    absent they are built from MNIST (found the usual way) and saved into the user cache folder
+    (:func:`ppl_dgm.data.mnist.cache_dir`), never into a data folder given for reading
+    (``cache=False`` builds without reading or writing).
     """
     from ppl_dgm.data import ImageData
 
@@ -265,10 +255,7 @@ def load_mnist_sequence(
     if arrays is None:
         arrays = build_mnist_sequence(load_mnist(data_dir), **opts)
         if cache:
-            target = Path(data_dir) if data_dir is not None else None
-            if target is None or not _writable_dir(target):
-                target = cache_dir()
-            _save_atomic(target / name, arrays)
+            _save_atomic(cache_dir() / name, arrays)
 
     def to_float(x: np.ndarray) -> np.ndarray:
         out = x.astype(np.float32)

@@ -47,8 +47,9 @@ def semi_supervised_split(
 ) -> Split:
     """Hold out the last ``n_validation`` training points, then draw a balanced labelled subset.
 
-    ``n_labels=None`` labels every remaining point. With ``include_labelled_in_unlabelled`` (the
-    papers' code), the unlabelled set is all non-validation points, the labelled ones included.
+    ``n_labels=None`` labels every remaining point, ``n_labels=0`` none (a label model trained
+    fully unsupervised). With ``include_labelled_in_unlabelled`` (the papers' code), the unlabelled
+    set is all non-validation points, the labelled ones included.
     """
     n = len(y)
     if not 0 <= n_validation < n:
@@ -57,6 +58,8 @@ def semi_supervised_split(
     validation = np.arange(n - n_validation, n)
     if n_labels is None:
         labelled = train
+    elif n_labels == 0:
+        labelled = train[:0]
     else:
         labelled = train[balanced_labelled_indices(y[train], n_labels, seed)]
     unlabelled = train if include_labelled_in_unlabelled else np.setdiff1d(train, labelled)

@@ -3,9 +3,10 @@
 log p(x) ~= log (1/K) sum_k p(x, h_k) / q(h_k | x),  h_k ~ q(h | x),
 
 where h are all latent variables of the guide: continuous ones are sampled, and so is a discrete
-label (not enumerated), which keeps the estimator generic. At K = 1 its expectation is the ELBO; it
-increases with K towards log p(x). Particles are vectorised with an outer plate and processed in
-chunks of ``chunk_size`` so that K = 5000 fits in memory.
+label (not enumerated), which keeps the estimator generic; a pair built with ``iw_enumerate=True``
+(CaGeM) has its enumerated sites summed exactly inside each weight instead. At K = 1 its
+expectation is the ELBO; it increases with K towards log p(x). Particles are vectorised with an
+outer plate and processed in chunks of ``chunk_size`` so that K = 5000 fits in memory.
 
 Every estimator here runs the pair in evaluation mode (batch norm with its running statistics, one
 draw of each latent per particle) whatever mode the caller left it in, and restores that mode after:
@@ -66,9 +67,14 @@ def _log_weights(pair: Pair, x: torch.Tensor, num_samples: int) -> torch.Tensor:
                 return fn(x, None)
         return wrapped
 
-    guide_trace = poutine.trace(vectorised(pair.guide)).get_trace()
+    guide = vectorised(pair.guide)
+    if getattr(pair, "iw_enumerate", False):  # enumerated sites summed exactly (CaGeM's y)
+        guide = poutine.enum(guide, first_available_dim=dim - 1)
+    guide_trace = poutine.trace(guide).get_trace()
     model_trace = poutine.trace(
         poutine.replay(vectorised(pair.model), trace=guide_trace)).get_trace()
+    if getattr(pair, "iw_enumerate", False):
+        return _summed_log_weights(model_trace, guide_trace, shape)
     log_w = x.new_zeros(shape)
     for site in model_trace.nodes.values():
         if site["type"] == "sample":
@@ -77,6 +83,33 @@ def _log_weights(pair: Pair, x: torch.Tensor, num_samples: int) -> torch.Tensor:
         if site["type"] == "sample" and not site["is_observed"]:
             log_w = log_w - _site_log_prob(site, shape)
     return log_w
+
+
+def _summed_log_weights(model_trace, guide_trace, shape: tuple[int, int]) -> torch.Tensor:
+    """log sum_y p(x, y, h_y) / q(h_y | x, y) over the values y of the guide's enumerated sites.
+
+    With y enumerated (``poutine.enum``: one value per position of the dimensions left of the
+    particles), the weight of a particle is sum_y q(y | .) p(x, y, h) / (q(y | .) q(h | .)): q(y | .)
+    cancels, so the enumerated sites of the guide are not subtracted, and the log-weights of all the
+    values are log-sum-exp'ed. An unbiased estimate of p(x) with y summed out, not sampled.
+    """
+    log_w = torch.zeros(())
+    for site in model_trace.nodes.values():
+        if site["type"] == "sample":
+            log_w = log_w + _masked_scaled_log_prob(site)
+    for site in guide_trace.nodes.values():
+        if (site["type"] == "sample" and not site["is_observed"]
+                and site["infer"].get("_enumerate_dim") is None):
+            log_w = log_w - _masked_scaled_log_prob(site)
+    log_w = torch.broadcast_to(log_w, (*log_w.shape[:-len(shape)], *shape))
+    return log_w.reshape(-1, *shape).logsumexp(0)
+
+
+def _masked_scaled_log_prob(site: dict) -> torch.Tensor:
+    lp = site["fn"].log_prob(site["value"])
+    if site.get("mask") is not None:
+        lp = lp * site["mask"]
+    return lp * site["scale"]
 
 
 @torch.no_grad()

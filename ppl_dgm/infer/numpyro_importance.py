@@ -5,7 +5,8 @@ log p(x) ~= log (1/K) sum_k p(x, h_k) / q(h_k | x),  h_k ~ q(h | x),
 
 where h are all latent variables of the guide. As on the Pyro side, continuous ones are sampled and
 so is a discrete label (the guide's ``y`` site is not enumerated here: its ``enumerate`` flag only
-acts under ``TraceEnum_ELBO``), so log q(y | x) and log p(y) enter each weight. At K = 1 the
+acts under ``TraceEnum_ELBO``), so log q(y | x) and log p(y) enter each weight; a pair with
+``iw_enumerate=True`` (CaGeM) has its enumerated sites summed exactly inside each weight instead. At K = 1 the
 expectation of the estimate is the ELBO; it increases with K towards log p(x).
 
 Particle k is one run of the guide seeded with its own key, replayed in the model (``beta = 1``,
@@ -49,11 +50,17 @@ def log_weight(pair: NumPyroPair, params: Params, x: jax.Array, rng_key: jax.Arr
     """
     batch = x.shape[0]
     guide = handlers.substitute(handlers.seed(pair.guide, rng_key), data=_copy_state(params))
+    if pair.iw_enumerate:  # enumerated sites summed exactly (CaGeM's y)
+        from numpyro.contrib.funsor import enum
+
+        guide = enum(guide, first_available_dim=-(pair.max_plate_nesting + 1))
     guide_trace = handlers.trace(guide).get_trace(x, None, beta=1.0, train=False)
     model = handlers.replay(
         handlers.substitute(handlers.seed(pair.model, rng_key), data=_copy_state(params)),
         guide_trace)
     model_trace = handlers.trace(model).get_trace(x, None, beta=1.0, train=False)
+    if pair.iw_enumerate:
+        return _summed_log_weight(model_trace, guide_trace, batch)
     log_w = jnp.zeros(batch)
     for site in model_trace.values():
         if site["type"] == "sample":
@@ -62,6 +69,27 @@ def log_weight(pair: NumPyroPair, params: Params, x: jax.Array, rng_key: jax.Arr
         if site["type"] == "sample" and not site["is_observed"]:
             log_w = log_w - _site_log_prob(site, batch)
     return log_w
+
+
+def _summed_log_weight(model_trace: dict[str, Any], guide_trace: dict[str, Any],
+                      batch: int) -> jax.Array:
+    """log sum_y p(x, y, h_y) / q(h_y | x, y) over the values of the guide's enumerated sites
+    (``ppl_dgm.infer.importance``'s rule: q(y | .) cancels, so enumerated guide sites are not
+    subtracted, and the log-weights of all the values are log-sum-exp'ed): shape ``(batch,)``."""
+    def log_prob(site: dict[str, Any]) -> jax.Array:
+        lp = site["fn"].log_prob(site["value"])
+        return lp * site["scale"] if site.get("scale") is not None else lp
+
+    log_w = jnp.zeros(())
+    for site in model_trace.values():
+        if site["type"] == "sample":
+            log_w = log_w + log_prob(site)
+    for site in guide_trace.values():
+        if (site["type"] == "sample" and not site["is_observed"]
+                and site["infer"].get("enumerate") != "parallel"):
+            log_w = log_w - log_prob(site)
+    log_w = jnp.broadcast_to(log_w, (*log_w.shape[:-1], batch))
+    return jax.scipy.special.logsumexp(log_w.reshape(-1, batch), axis=0)
 
 
 @partial(jax.jit, static_argnums=0)

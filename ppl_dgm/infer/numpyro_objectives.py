@@ -28,7 +28,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from numpyro import handlers
-from numpyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO
+from numpyro.infer import (
+    ELBO,
+    RenyiELBO,
+    Trace_ELBO,
+    TraceEnum_ELBO,
+    TraceGraph_ELBO,
+    TraceMeanField_ELBO,
+)
 from numpyro.primitives import Messenger
 
 from ppl_dgm.numpyro_pair import NumPyroPair
@@ -58,11 +65,15 @@ def semi_supervised(program: Callable[..., Any]) -> Callable[..., None]:
     return ss
 
 
-def unsupervised(program: Callable[..., Any]) -> Callable[..., None]:
+def unsupervised(program: Callable[..., Any], scaled: bool = True) -> Callable[..., None]:
     """``program(x, y=None, *, beta, train)`` -> ``un(x, *, beta, train)``: the program on an
-    unlabelled batch under ``handlers.scale(1 / B)`` (its ELBO is the batch mean)."""
+    unlabelled batch under ``handlers.scale(1 / B)`` (its ELBO is the batch mean); ``scaled=False``
+    leaves the scale out (for :class:`RenyiStateELBO`, which divides its loss by B itself)."""
 
     def un(x: jax.Array, *, beta: float | jax.Array = 1.0, train: bool = True) -> None:
+        if not scaled:
+            program(x, None, beta=beta, train=train)
+            return
         with handlers.scale(scale=1 / len(x)):
             program(x, None, beta=beta, train=train)
 
@@ -89,12 +100,14 @@ class _collect_mutable(Messenger):
     network, so once the program has run, ``store`` holds the new batch statistics.
     """
 
-    def __init__(self, fn: Callable[..., Any], store: dict[str, Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], store: dict[str, Any],
+                 keep_first: bool = False) -> None:
         self.store = store
+        self.keep_first = keep_first
         super().__init__(fn)
 
     def postprocess_message(self, msg: dict[str, Any]) -> None:
-        if msg["type"] == "mutable":
+        if msg["type"] == "mutable" and not (self.keep_first and msg["name"] in self.store):
             self.store[msg["name"]] = msg["value"]
 
 
@@ -131,6 +144,95 @@ class TraceELBO(EnumELBO):
     def __init__(self, num_particles: int = 1, max_plate_nesting: int = 1) -> None:
         ELBO.__init__(self, num_particles=num_particles, vectorize_particles=False)
         self.single = Trace_ELBO(num_particles=1)
+
+
+class StateELBO(EnumELBO):
+    """Any NumPyro ELBO of one particle (``TraceGraph_ELBO``, ``TraceMeanField_ELBO``, ...) with
+    mutable-state support, its ``num_particles`` averaged in a Python loop as :class:`EnumELBO`."""
+
+    def __init__(self, single: ELBO, num_particles: int = 1) -> None:
+        ELBO.__init__(self, num_particles=num_particles, vectorize_particles=False)
+        self.single = single
+        self.can_infer_discrete = getattr(single, "can_infer_discrete", False)
+
+    def loss_with_mutable_state(self, rng_key: jax.Array, param_map: dict[str, Any],
+                                model: Callable[..., Any], guide: Callable[..., Any],
+                                *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The mean loss over the particles; the state of the first particle's first (scored)
+        run of the programs (``TraceGraph_ELBO`` runs them again to track dependencies)."""
+        store: dict[str, Any] = {}
+        losses = []
+        keys = jax.random.split(rng_key, self.num_particles) if self.num_particles > 1 else [rng_key]
+        for i, key in enumerate(keys):
+            particle_store: dict[str, Any] = {}
+            m = _collect_mutable(model, particle_store, keep_first=True)
+            g = _collect_mutable(guide, particle_store, keep_first=True)
+            losses.append(self.single.loss(key, param_map, m, g, *args, **kwargs))
+            if i == 0:
+                store = particle_store
+        return {"loss": sum(losses) / len(losses), "mutable_state": dict(store) or None}
+
+
+def _particle_loop(fn: Callable[[jax.Array], Any], keys: jax.Array) -> Any:
+    """``vmap``'s result, computed one particle at a time (no mutable state leaves a transform)."""
+    outs = [fn(key) for key in keys]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+
+
+class RenyiStateELBO(EnumELBO):
+    """NumPyro's ``RenyiELBO`` (``alpha``, K = ``num_particles`` particles per data point) with
+    mutable-state support, on programs that are *not* scaled by ``1 / B``: the bound's log-mean-exp
+    over particles is taken per data point, and the loss is then divided by the batch size (the
+    first argument's length), the batch mean of ``objectives.unsupervised_loss``."""
+
+    can_infer_discrete = False
+
+    def __init__(self, alpha: float = 0.0, num_particles: int = 2) -> None:
+        ELBO.__init__(self, num_particles=1, vectorize_particles=False)
+        self.single = RenyiELBO(alpha=alpha, num_particles=num_particles)
+        self.single.vectorize_particles_fn = _particle_loop
+
+    def loss_with_mutable_state(self, rng_key: jax.Array, param_map: dict[str, Any],
+                                model: Callable[..., Any], guide: Callable[..., Any],
+                                *args: Any, **kwargs: Any) -> dict[str, Any]:
+        out = super().loss_with_mutable_state(rng_key, param_map, model, guide, *args, **kwargs)
+        return {**out, "loss": out["loss"] / len(args[0])}
+
+
+def make_elbo(elbo: str, num_particles: int, max_plate_nesting: int,
+              renyi_alpha: float = 0.0, discrete: bool = False) -> ELBO:
+    """The trainer's ELBO for ``--elbo`` (after ``objective_names.check`` accepted it)."""
+    if elbo == "trace_enum":
+        return EnumELBO(num_particles, max_plate_nesting)
+    if elbo == "trace":
+        return TraceELBO(num_particles, max_plate_nesting)
+    if elbo == "trace_graph":
+        return StateELBO(TraceGraph_ELBO(num_particles=1), num_particles)
+    if elbo == "trace_meanfield":
+        return StateELBO(TraceMeanField_ELBO(num_particles=1), num_particles)
+    if elbo == "renyi":
+        return RenyiStateELBO(renyi_alpha, num_particles)
+    raise ValueError(f"the NumPyro trainer has no --elbo {elbo}")
+
+
+def pair_sites(pair: NumPyroPair, params: dict[str, Any], x: jax.Array,
+               rng_key: jax.Array) -> tuple[list[Any], list[str]]:
+    """The guide's latent sites (in order, sampled: no enumeration) on the unlabelled points ``x``
+    and the model's latent site names (in order): what ``objective_names.check`` needs."""
+    from ppl_dgm.infer.objective_names import GuideSite
+
+    guide = handlers.substitute(handlers.seed(pair.guide, rng_key), data=params)
+    guide_trace = handlers.trace(guide).get_trace(x, None, beta=1.0, train=False)
+    model = handlers.replay(handlers.substitute(handlers.seed(pair.model, rng_key), data=params),
+                            guide_trace)
+    model_trace = handlers.trace(model).get_trace(x, None, beta=1.0, train=False)
+
+    def latent(site: dict[str, Any]) -> bool:
+        return site["type"] == "sample" and not site["is_observed"]
+
+    sites = [GuideSite(name, bool(getattr(site["fn"], "has_rsample", False)))
+             for name, site in guide_trace.items() if latent(site)]
+    return sites, [name for name, site in model_trace.items() if latent(site)]
 
 
 def elbo_per_example(pair: NumPyroPair, params: dict[str, Any], x: jax.Array,

@@ -42,3 +42,16 @@ def reader_dims(hparams: dict[str, Any], data: Any) -> dict[str, int]:
 def pick(hparams: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     """The entries of ``hparams`` named in ``keys`` (those present)."""
     return {k: hparams[k] for k in keys if k in hparams}
+
+
+PADDING_MODES = ("zeros", "border")
+
+
+def check_padding_mode(value: Any) -> str:
+    """The glimpse sampler's padding (``--set padding_mode=...``): ``zeros`` or ``border``."""
+    if value not in PADDING_MODES:
+        from ppl_dgm.errors import UserError
+
+        raise UserError(f"--set padding_mode={value}: unknown padding mode",
+                        f"use one of {list(PADDING_MODES)} (border: the authors' sampler)")
+    return value

@@ -8,6 +8,14 @@ with an output ``d`` times smaller than the input is exactly a bilinear ``1/d`` 
 input (an average of 2 x 2 blocks for ``d = 2``). The output side is ``int(side // d)`` as in
 Lasagne's ``TransformerLayer`` (the authors' implementation): 100 -> 100, 50, 33, 25 for
 ``d = 1, 2, 3, 4``.
+
+Deviation from the authors (kept as the default): Lasagne's transformer samples a corner-aligned
+grid (source ``x = (x_t + 1) / 2 * (W - 1)``) and clamps at the border, which is
+``align_corners=True, padding_mode="border"`` in torch's terms (torch clamps the coordinate, Lasagne
+the neighbouring pixels: the two agree inside the input). :func:`transform` takes both as options;
+the registered RNN-SPN pairs sample with ``align_corners=False`` and zero padding unless given
+``--set align_corners=true --set padding_mode=border`` (their hyperparameters). The JAX twin
+(:mod:`ppl_dgm.nn.spatial_jax`) takes the same options with the same meaning.
 """
 
 from __future__ import annotations
@@ -43,17 +51,27 @@ class AffineHead(nn.Linear):
         return super().forward(h).reshape(*h.shape[:-1], 2, 3)
 
 
+PADDING_MODES = ("zeros", "border")
+
+
 def transform(
-    images: torch.Tensor, theta: torch.Tensor, size: int | tuple[int, int]
+    images: torch.Tensor, theta: torch.Tensor, size: int | tuple[int, int],
+    align_corners: bool = False, padding_mode: str = "zeros",
 ) -> torch.Tensor:
     """Sample ``images`` ``(N, C, H, W)`` with affine ``theta`` ``(N, 2, 3)`` onto a ``size`` grid.
 
-    Bilinear sampling, zeros outside the input (``F.grid_sample``).
+    Bilinear sampling (``F.affine_grid`` / ``F.grid_sample``); by default the grid's -1 and 1 are
+    the outer edges of the border pixels and the input is zero outside (``padding_mode="zeros"``).
+    ``align_corners=True, padding_mode="border"`` is the authors' (Lasagne's) convention: -1 and 1
+    are the centres of the corner pixels and samples outside take the nearest border value.
     """
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"unknown padding_mode {padding_mode!r}: use one of {PADDING_MODES}")
     h, w = (size, size) if isinstance(size, int) else size
     n, c = images.shape[:2]
-    grid = F.affine_grid(theta, [n, c, h, w], align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    grid = F.affine_grid(theta, [n, c, h, w], align_corners=align_corners)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding_mode,
+                         align_corners=align_corners)
 
 
 def glimpse_corners(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:

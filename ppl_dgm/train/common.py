@@ -10,8 +10,13 @@ cadence, time budget, summary), so the run directories of the two backends hold 
 
 from __future__ import annotations
 
+import contextlib
 import math
+import numbers
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +24,10 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ppl_dgm import registry, results
+from ppl_dgm import registry, results, rundir
 from ppl_dgm.config import TrainConfig
 from ppl_dgm.data import ImageData, Split, load_dataset, semi_supervised_split
+from ppl_dgm.errors import DivergenceError, Interrupted, RunDirectoryError, UserError
 
 VALIDATION_SEED = 1
 TEST_BINARIZATION_SEED = 0
@@ -47,7 +53,7 @@ def default_validation_size(n_train: int) -> int:
 
 def prepare_data(config: TrainConfig) -> tuple[ImageData, Split, DataInfo]:
     """Load ``config.dataset`` and split it: validation hold-out, balanced labelled subset."""
-    spec = registry.get(config.model, config.backend)
+    spec = registry.resolve_spec(config.model, config.backend, config.source)
     data = load_dataset(config.dataset, config.data_dir, **config.dataset_options)
     n_val = (config.validation_size if config.validation_size is not None
              else default_validation_size(len(data.x_train)))
@@ -62,6 +68,12 @@ def prepare_data(config: TrainConfig) -> tuple[ImageData, Split, DataInfo]:
         sequence_length=1 if data.y_train.ndim == 1 else data.y_train.shape[1],
     )
     return data, split, info
+
+
+def training_task(task: str, info: DataInfo) -> str:
+    """The task a trainer runs: a semi-supervised pair with no labelled point (``--labels 0``)
+    trains fully unsupervised (every point's y enumerated, no classification term)."""
+    return "unsupervised" if task == "semi-supervised" and info.n_labelled == 0 else task
 
 
 def default_alpha(info: DataInfo) -> float:
@@ -89,12 +101,17 @@ class EpochLoop:
     task: str
     info: DataInfo
     steps_per_epoch: int
+    # False in the data-parallel processes other than rank 0: they write nothing to the run directory
+    writes_records: bool = True
 
     def reset_counters(self) -> None:
         self.epoch = 0
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.train_seconds = 0.0
+        # the epoch in progress (see begin_epoch); None between epochs
+        self.in_epoch: dict[str, Any] | None = None
+        self._epoch_clock: tuple[float, float] | None = None
 
     @property
     def classifies(self) -> bool:
@@ -119,40 +136,324 @@ class EpochLoop:
 
     # ----------------------------------------------------------------------------- the run
     def fit(self, resume: bool = False) -> dict[str, Any]:
-        """Train to ``config.epochs`` (from the checkpoint if ``resume``); returns the summary."""
+        """Train to ``config.epochs`` (from the checkpoint if ``resume``); returns the summary.
+
+        The run directory is locked for the whole training (:class:`ppl_dgm.rundir.RunLock`); a
+        directory holding a run of either backend is refused unless ``resume``, and a resumed run
+        must have the saved run's identity (:func:`ppl_dgm.rundir.identity_differences`).
+        Divergence (a non-finite loss, gradient, parameter or evaluation value) raises
+        :class:`~ppl_dgm.errors.DivergenceError` before the epoch's checkpoint is written: the last
+        good checkpoint stays and ``summary.json`` records ``"status": "diverged"``. SIGINT and
+        SIGTERM stop training after the current step with :class:`~ppl_dgm.errors.Interrupted`,
+        after writing a checkpoint of the steps done (:meth:`checkpoint_interrupted`): resuming
+        from it finishes the interrupted epoch from the next step, with the parameters, history and
+        records of the uninterrupted run (bit for bit; only the timings differ).
+        """
+        lock = rundir.RunLock(self.run_dir) if self.writes_records else contextlib.nullcontext()
+        with lock, self._stop_on_signals():
+            if self.writes_records:
+                self._prepare_run_dir(resume)
+            return self._fit(resume)
+
+    def _prepare_run_dir(self, resume: bool) -> None:
+        """Refuse a directory that holds another run; clean the temporaries of killed writes."""
+        if not resume:
+            rundir.check_new_run(self.run_dir)
+        else:
+            config_path = self.run_dir / results.CONFIG
+            if not config_path.is_file() and not rundir.run_files(self.run_dir):
+                raise RunDirectoryError(f"{self.run_dir} holds no run to resume",
+                                        "train without --resume to start one")
+            if config_path.is_file():
+                try:
+                    saved = results.read_json(config_path)
+                except ValueError as err:
+                    raise RunDirectoryError(f"{config_path} is not valid JSON ({err})",
+                                            "restore it, or start a new run elsewhere") from err
+                differences = rundir.identity_differences(saved, self.config.to_dict())
+                if differences:
+                    raise RunDirectoryError(
+                        f"--resume would change the run in {self.run_dir}: "
+                        + "; ".join(differences),
+                        "resume with the run's own settings (only --epochs, --max-minutes, "
+                        "--device, --eval-batch-size may change), or start a new run elsewhere")
+        results.clean_temporaries(self.run_dir)
+
+    def _fit(self, resume: bool) -> dict[str, Any]:
         cfg = self.config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if resume:
+        if resume and self.checkpoint_path().is_file():
             self.load_checkpoint()
-        results.write_json(self.run_dir / results.CONFIG, cfg.to_dict())
+            if self.in_epoch is not None and self.epoch >= cfg.epochs:
+                raise UserError(
+                    f"the checkpoint of {self.run_dir} stopped in the middle of epoch "
+                    f"{self.epoch + 1} (step {self.step}), beyond --epochs {cfg.epochs}",
+                    f"resume with --epochs {self.epoch + 1} or more")
+        if self.writes_records:
+            results.write_json(self.run_dir / results.CONFIG, cfg.to_dict())
         self.before_fit()
+        done = self.in_epoch["steps_done"] if self.in_epoch is not None else 0
         bar = tqdm(total=cfg.epochs * self.steps_per_epoch,
-                   initial=self.epoch * self.steps_per_epoch, disable=not self.progress,
+                   initial=self.epoch * self.steps_per_epoch + done, disable=not self.progress,
                    desc=f"{cfg.model} on {cfg.dataset} ({cfg.backend})", dynamic_ncols=True)
         self.set_training(True)
-        while self.epoch < cfg.epochs:
-            started = time.perf_counter()
-            stats = self.train_epoch(bar)
-            seconds = time.perf_counter() - started
-            self.train_seconds += seconds
-            self.epoch += 1
-            record = {"epoch": self.epoch, "seconds": seconds, "lr": self.current_lr(), **stats}
-            self.set_training(False)
-            record.update(self.evaluate_epoch())
-            self.set_training(True)
-            self.history.append(record)
-            post = {"loss": f"{record['loss']:.2f}"}
-            if "validation_error" in record:
-                post["val_acc"] = f"{1 - record['validation_error']:.4f}"
-            if "validation_elbo" in record:
-                post["val_elbo"] = f"{record['validation_elbo']:.2f}"
-            bar.set_postfix(post)
-            self.save_checkpoint()
-            self.write_records()
-            if cfg.max_minutes is not None and self.train_seconds >= 60 * cfg.max_minutes:
-                break
-        bar.close()
+        try:
+            while self.epoch < cfg.epochs:
+                self.check_stop()
+                progress = self.begin_epoch()
+                lr = progress["lr"]  # the rate of this epoch's steps (before the schedule moves)
+                started, cpu_started = time.perf_counter(), time.process_time()
+                self._epoch_clock = (started, cpu_started)
+                stats = self.train_epoch(bar)
+                # with the time an interrupted process spent on the epoch's first steps
+                seconds = progress["seconds"] + time.perf_counter() - started
+                cpu_seconds = progress["cpu_seconds"] + time.process_time() - cpu_started
+                self.in_epoch, self._epoch_clock = None, None
+                record = {"epoch": self.epoch + 1, "seconds": seconds, "cpu_seconds": cpu_seconds,
+                          "lr": lr, **stats}
+                self.check_parameters()
+                self.set_training(False)
+                record.update(self.evaluate_epoch())
+                self.set_training(True)
+                self.check_record(record)
+                self.train_seconds += seconds
+                self.epoch += 1
+                self.history.append(record)
+                post = {"loss": f"{record['loss']:.2f}"}
+                if "validation_error" in record:
+                    post["val_acc"] = f"{1 - record['validation_error']:.4f}"
+                if "validation_elbo" in record:
+                    post["val_elbo"] = f"{record['validation_elbo']:.2f}"
+                bar.set_postfix(post)
+                self.save_checkpoint()
+                if self.writes_records:
+                    self.write_records()
+                if cfg.max_minutes is not None and self.budget_seconds() >= 60 * cfg.max_minutes:
+                    break
+            self.check_stop()
+        except DivergenceError as err:
+            bar.close()
+            if self.writes_records:
+                self.write_failure(err)
+            raise
+        finally:
+            bar.close()  # (again: harmless) ends the bar's line before an error's message
         return self.finish()
+
+    def budget_seconds(self) -> float:
+        """Training time spent so far on ``config.budget_clock`` (wall or process CPU seconds)."""
+        if getattr(self.config, "budget_clock", "wall") == "cpu":
+            return sum(r.get("cpu_seconds", r["seconds"]) for r in self.history)
+        return self.train_seconds
+
+    # ----------------------------------------------------------------------------- reliability
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / getattr(self, "checkpoint_name", results.CHECKPOINT)
+
+    def read_checkpoint(self, path: Path, reader: Any) -> dict[str, Any]:
+        """``reader(path)`` -> the checkpoint's state, with one clear error when the file is missing,
+        damaged (e.g. 0 bytes) or belongs to a run of another configuration."""
+        if not path.is_file():
+            raise FileNotFoundError(f"no checkpoint at {path} to resume from")
+        try:
+            state = reader(path)
+        except Exception as err:  # noqa: BLE001  (any unpickling failure means a damaged file)
+            raise UserError(
+                f"{path} is not a readable checkpoint ({type(err).__name__}: {err})",
+                "the file is damaged: delete it to train the run again from its start, "
+                "or restore it from a copy") from err
+        if not isinstance(state, dict) or "epoch" not in state:
+            raise UserError(f"{path} is not a checkpoint of this program",
+                            "delete it, or restore the run's own checkpoint")
+        saved = state.get("config")
+        if isinstance(saved, dict):
+            # ``source`` may be pointed at a pair's file that moved (its content is checked apart)
+            differences = rundir.identity_differences(saved, self.config.to_dict(),
+                                                      allowed=(*rundir.RESUMABLE_CHANGES, "source"))
+            if differences:
+                raise RunDirectoryError(f"{path} belongs to another run: " + "; ".join(differences),
+                                        "keep each run's checkpoint with its own config.json")
+        return state
+
+    # ----------------------------------------------------------------------------- the epoch in progress
+    def begin_epoch(self) -> dict[str, Any]:
+        """The record of the epoch in progress, :attr:`in_epoch`: the one a mid-epoch checkpoint
+        restored, else a new one.
+
+        It holds ``epoch``, ``steps_done`` (the optimiser steps of this epoch already taken),
+        ``numpy_rng`` (the state of the numpy generator ``self.rng`` at the epoch's start, from which
+        :meth:`epoch_batches` draws the epoch's batches again), ``lr`` (the epoch's learning rate, as
+        the history records it), ``stats`` (the trainer's running sums of the step statistics;
+        its ``train_epoch`` adds to them) and ``seconds``/``cpu_seconds`` (the training time an
+        interrupted process spent on the epoch).
+        """
+        if self.in_epoch is None:
+            self.in_epoch = {"epoch": self.epoch, "steps_done": 0,
+                             "numpy_rng": self.rng.bit_generator.state, "lr": self.current_lr(),
+                             "stats": {}, "seconds": 0.0, "cpu_seconds": 0.0}
+        return self.in_epoch
+
+    def epoch_batches(self) -> Iterator[Any]:
+        """The batches (``self._batches()``) of the epoch in progress that remain to be trained.
+
+        The batches are drawn from the numpy state of the epoch's start; after a mid-epoch
+        checkpoint the first ``steps_done`` are drawn again and skipped (not trained), which also
+        takes the numpy generator through the same draws (the labelled picks of each step) as the
+        interrupted run: it ends where the checkpoint left it (checked). Exhausted, it ends the
+        record of the epoch.
+        """
+        progress = self.begin_epoch()
+        at_checkpoint = self.rng.bit_generator.state
+        self.rng.bit_generator.state = progress["numpy_rng"]
+        batches = self._batches()
+        done = progress["steps_done"]
+        if done > self.steps_per_epoch:
+            raise UserError(f"the checkpoint's epoch has {done} steps done, more than the "
+                            f"{self.steps_per_epoch} of an epoch of this run",
+                            "resume with the run's own settings")
+        for _ in range(done):
+            next(batches)
+        if done and self.rng.bit_generator.state != at_checkpoint:
+            raise UserError(f"the checkpoint's position in epoch {self.epoch + 1} (step {done}) does "
+                            "not match its batches", "the checkpoint is not this run's: restore "
+                            "the run's own checkpoint")
+        yield from batches
+        self.in_epoch = None
+
+    def in_epoch_record(self) -> dict[str, Any] | None:
+        """What a checkpoint stores of the epoch in progress: :attr:`in_epoch` with the training time
+        spent on it so far; ``None`` between epochs or before the epoch's first step."""
+        progress = self.in_epoch
+        if progress is None or not progress["steps_done"]:
+            return None
+        record = dict(progress)
+        if self._epoch_clock is not None:
+            record["seconds"] += time.perf_counter() - self._epoch_clock[0]
+            record["cpu_seconds"] += time.process_time() - self._epoch_clock[1]
+        return record
+
+    def restore_in_epoch(self, state: dict[str, Any]) -> None:
+        """Take the epoch in progress from a checkpoint's state (``None`` in one written between
+        epochs, or by a version without mid-epoch checkpoints)."""
+        self.in_epoch = state.get("in_epoch")
+        self._epoch_clock = None
+
+    def check_partial_epoch(self) -> None:
+        """Raise :class:`DivergenceError` if the statistics of the epoch's steps so far are not
+        finite (a trainer that checks its losses only at the end of an epoch provides it)."""
+
+    def checkpoint_interrupted(self) -> bool:
+        """At a stop between two steps of an epoch: check that the parameters (and the steps' losses)
+        are finite, then write the checkpoint of the steps done, with :meth:`in_epoch_record`.
+        Returns whether it wrote one (not before the epoch's first step: the checkpoint of the last
+        epoch is then the same state)."""
+        if self.in_epoch is None or not self.in_epoch["steps_done"]:
+            return False
+        self.check_partial_epoch()
+        self.check_parameters()
+        self.save_checkpoint()
+        return True
+
+    def check_stop(self) -> None:
+        """Raise :class:`Interrupted` if SIGINT or SIGTERM arrived (called between steps), after
+        writing the checkpoint of the steps done (:meth:`checkpoint_interrupted`)."""
+        signum = getattr(self, "_stop_signal", None)
+        if signum is None:
+            return
+        name = signal.Signals(signum).name
+        if self.checkpoint_interrupted():
+            done = self.in_epoch["steps_done"] if self.in_epoch is not None else 0
+            kept = (f"its checkpoint is written ({done} of the epoch's {self.steps_per_epoch} "
+                    "steps done)")
+        elif self.checkpoint_path().is_file():
+            kept = f"the checkpoint of epoch {self.epoch} is kept"
+        else:
+            kept = "no step had finished, so no checkpoint was written"
+        raise Interrupted(
+            f"{name} received: stopped at step {self.step} (epoch {self.epoch + 1} of "
+            f"{self.config.epochs}); {kept}; continue exactly with "
+            f"'ppl-dgm train --resume --out {self.run_dir}'", signum)
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self) -> Any:
+        """SIGINT/SIGTERM set a flag that :meth:`check_stop` reads; a second one stops at once."""
+        self._stop_signal = None
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._stop_signal is not None:
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def check_parameters(self) -> None:
+        """Raise :class:`DivergenceError` if a parameter is not finite (after each epoch)."""
+        bad = self.nonfinite_parameters()
+        if bad:
+            self.diverged("the parameters became non-finite", names=bad)
+
+    def nonfinite_parameters(self) -> list[str]:
+        """Names of the parameters holding NaN or infinity (the trainer provides it)."""
+        return []
+
+    def check_record(self, record: dict[str, Any]) -> None:
+        """Raise :class:`DivergenceError` if an epoch's evaluation is not finite."""
+        bad = []
+        for key, value in record.items():
+            values = value.items() if isinstance(value, dict) else [(None, value)]
+            for sub, v in values:
+                if isinstance(v, numbers.Real) and not math.isfinite(float(v)):
+                    bad.append(key if sub is None else f"{key}[{sub}]")
+        if bad:
+            self.diverged(f"the epoch's evaluation is not finite ({', '.join(bad)})", terms=bad,
+                          step=self.step - 1)
+
+    def divergence_advice(self) -> str:
+        """What to change, depending on the configuration."""
+        cfg = self.config
+        tips = [f"lower --lr (now {cfg.lr:g}; e.g. {cfg.lr / 10:g})"]
+        if not cfg.clip_norm:
+            tips.append("clip the gradients with --clip-norm 5")
+        if self.task != "supervised":
+            tips.append(f"warm the KL term up over more epochs with --warmup-epochs (now "
+                        f"{cfg.warmup_epochs:g})")
+        return "; ".join(tips) + "; then train again with another --out"
+
+    def diverged(self, what: str, step: int | None = None, terms: list[str] | None = None,
+                 names: list[str] | None = None) -> None:
+        """Raise the :class:`DivergenceError` of step ``step`` (default the current one)."""
+        step = self.step if step is None else step
+        where = []
+        if terms:
+            where.append(f"non-finite: {', '.join(terms[:6])}")
+        if names:
+            where.append(f"in {', '.join(names[:6])}" + (" ..." if len(names) > 6 else ""))
+        good = (f"the checkpoint of epoch {self.epoch} is kept" if self.checkpoint_path().is_file()
+                else "no checkpoint had been written")
+        message = (f"training diverged at step {step} (epoch {self.epoch + 1}): {what}"
+                   + (f" [{'; '.join(where)}]" if where else "") + f"; {good}")
+        details = {"step": step, "epoch": self.epoch + 1, "what": what, "terms": terms or [],
+                   "parameters": names or [], "last_good_epoch": self.epoch}
+        raise DivergenceError(message, self.divergence_advice(), details)
+
+    def write_failure(self, err: DivergenceError) -> None:
+        """``summary.json`` of a diverged run: the status, where and what, and the advice."""
+        cfg = self.config
+        summary = {
+            "status": "diverged", "model": cfg.model, "backend": cfg.backend,
+            "dataset": cfg.dataset, "seed": cfg.seed, "epochs": self.epoch, "steps": self.step,
+            "divergence": {**err.details, "message": err.message, "advice": err.fix},
+            "train_seconds": self.train_seconds, "config": cfg.to_dict(),
+            **results.environment(self.device_name),
+        }
+        results.write_json(self.run_dir / results.SUMMARY, summary)
 
     def write_records(self) -> None:
         """``history.nc``: one row per epoch, with the configuration and environment as attributes."""
@@ -166,7 +467,7 @@ class EpochLoop:
         cfg = self.config
         self.set_training(False)
         summary: dict[str, Any] = {
-            "model": cfg.model, "backend": cfg.backend, "dataset": cfg.dataset,
+            "status": "finished", "model": cfg.model, "backend": cfg.backend, "dataset": cfg.dataset,
             "labels": cfg.labels if self.task == "semi-supervised" else None,
             "seed": cfg.seed, "epochs": self.epoch, "steps": self.step,
             "steps_per_epoch": self.steps_per_epoch,

@@ -2,9 +2,10 @@
 
 One optimiser step per batch minimises the task's objective (``ppl_dgm.infer.objectives``) built on
 a Pyro ELBO's ``differentiable_loss``. Everything the run depends on is in ``TrainConfig``; the run
-directory receives ``config.json``, ``checkpoint.pt`` (each epoch, atomically), ``history.nc`` and
-``summary.json``. ``resume=True`` continues from the checkpoint and gives the same result as an
-uninterrupted run (model, optimiser, schedule position, RNG states and history are restored).
+directory receives ``config.json``, ``checkpoint.pt`` (each epoch, and at a SIGINT/SIGTERM in the
+middle of one; atomically), ``history.nc`` and ``summary.json``. ``resume=True`` continues from the
+checkpoint and gives the same result as an uninterrupted run (model, optimiser, schedule position,
+RNG states, history and the position in an interrupted epoch are restored).
 
 Data-parallel training is a wrapping of ``pair`` and of the batch sampler (e.g. through Lightning as
 in Pyro's ``examples/svi_lightning.py``): the loss is an ordinary differentiable torch scalar.
@@ -12,6 +13,7 @@ in Pyro's ``examples/svi_lightning.py``): the loss is an ordinary differentiable
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +23,14 @@ import torch
 from pyro.infer import (
     ELBO,
     RenyiELBO,
+    ReweightedWakeSleep,
     Trace_ELBO,
     TraceEnum_ELBO,
     TraceGraph_ELBO,
     TraceMeanField_ELBO,
 )
 
-from ppl_dgm import registry, results
+from ppl_dgm import contract, registry, results
 from ppl_dgm.config import TrainConfig
 from ppl_dgm.data import binarize_static
 from ppl_dgm.infer import objectives
@@ -36,6 +39,7 @@ from ppl_dgm.infer.diagnostics import active_units, site_kl
 from ppl_dgm.infer.free_bits import free_bits_loss
 from ppl_dgm.infer.importance import elbo_per_example
 from ppl_dgm.pair import Pair
+from ppl_dgm.threads import apply_threads
 from ppl_dgm.train.common import (  # noqa: F401  (re-exported: backend-neutral pieces)
     TEST_BINARIZATION_SEED,
     VALIDATION_SEED,
@@ -44,7 +48,11 @@ from ppl_dgm.train.common import (  # noqa: F401  (re-exported: backend-neutral 
     default_alpha,
     default_validation_size,
     prepare_data,
+    training_task,
 )
+
+# a non-finite loss is reported once, by the trainer's divergence check (ppl_dgm.errors.DivergenceError)
+warnings.filterwarnings("ignore", message="Encountered NaN")  # pyro.util.warn_if_nan
 
 
 def resolve_device(name: str) -> torch.device:
@@ -59,11 +67,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_pair(config: TrainConfig, info: DataInfo) -> Pair:
-    spec = registry.get(config.model, config.backend)
+    """The pair of ``config.model`` (registered, or from ``config.source``: see
+    :mod:`ppl_dgm.contract`), with alpha for semi-supervised pairs; checks the returned type."""
+    spec = registry.resolve_spec(config.model, config.backend, config.source)
     hparams = dict(config.hparams)
     if spec.task == "semi-supervised":
         hparams["alpha"] = config.alpha if config.alpha is not None else default_alpha(info)
-    return spec.builder()(hparams, info)
+    pair = spec.builder()(hparams, info)
+    contract.check_built(pair, spec)
+    return pair
 
 
 def make_elbo(config: TrainConfig, pair: Pair) -> ELBO:
@@ -73,8 +85,23 @@ def make_elbo(config: TrainConfig, pair: Pair) -> ELBO:
     kinds = {"trace_enum": TraceEnum_ELBO, "trace": Trace_ELBO, "trace_graph": TraceGraph_ELBO,
              "trace_meanfield": TraceMeanField_ELBO}
     if config.elbo == "renyi":
-        return RenyiELBO(alpha=0.0, **kwargs)
+        return RenyiELBO(alpha=config.renyi_alpha, **kwargs)
+    if config.elbo == "rws":  # wake-theta + wake-phi (insomnia 1), particles vectorised
+        return ReweightedWakeSleep(num_particles=config.num_particles, insomnia=1.0,
+                                   max_plate_nesting=pair.max_plate_nesting,
+                                   vectorize_particles=True)
     return kinds[config.elbo](**kwargs)
+
+
+def check_objective(config: TrainConfig, pair: Pair, task: str, x: torch.Tensor) -> None:
+    """Refuse (one ``UnsupportedObjective`` line) an objective that cannot train ``pair``; the
+    guide is traced once on the points ``x`` (:func:`ppl_dgm.infer.objectives.pair_sites`)."""
+    from ppl_dgm.infer.objective_names import check
+
+    sites, latents = objectives.pair_sites(pair, x) if task != "supervised" else ([], [])
+    check(config.elbo, backend="pyro", task=task, model=config.model, guide_sites=sites,
+          model_latents=latents, num_particles=config.num_particles,
+          renyi_alpha=config.renyi_alpha)
 
 
 def make_optimizer(config: TrainConfig, params) -> tuple[torch.optim.Optimizer, Any]:
@@ -95,6 +122,34 @@ def make_optimizer(config: TrainConfig, params) -> tuple[torch.optim.Optimizer, 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def clip_gradients(params: list[torch.Tensor], config: TrainConfig) -> torch.Tensor | None:
+    """Clip the gradients of ``params`` in place: element-wise to [-clip_value, clip_value] and to
+    global norm ``clip_norm`` (either may be off), in the order ``config.clip_order``. Returns the
+    global norm that the norm clipping measured (``None`` when it is off)."""
+    steps = [("value", config.clip_value), ("norm", config.clip_norm)]
+    if getattr(config, "clip_order", "value_then_norm") == "norm_then_value":
+        steps.reverse()
+    norm = None
+    for kind, bound in steps:
+        if not bound:
+            continue
+        if kind == "value":
+            torch.nn.utils.clip_grad_value_(params, bound)
+        else:
+            norm = torch.nn.utils.clip_grad_norm_(params, bound)
+    return norm
+
+
+def gradient_norm(params: list[torch.Tensor]) -> torch.Tensor:
+    """The global 2-norm of the gradients of ``params`` (a device scalar: no synchronisation)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    if hasattr(torch.nn.utils, "get_total_norm"):
+        return torch.nn.utils.get_total_norm(grads)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
 class Trainer(EpochLoop):
     """Trains one registered model on one data set; see the module docstring and
     :class:`~ppl_dgm.train.common.EpochLoop` (the epochs, records and summary)."""
@@ -103,22 +158,43 @@ class Trainer(EpochLoop):
         self.config = config
         self.run_dir = Path(run_dir)
         self.progress = progress
-        self.spec = registry.get(config.model, config.backend)
+        self.spec = registry.resolve_spec(config.model, config.backend, config.source)
+        if config.source is None and self.spec.source is not None:  # TrainConfig(model="f.py:build")
+            config.model, config.source = self.spec.name, self.spec.source
         self.task = self.spec.task
         self.device = resolve_device(config.device)
         self.flatten = self.task != "supervised"
         self.data, self.split, self.info = prepare_data(config)
+        self.task = training_task(self.task, self.info)  # --labels 0: unsupervised
         self._to_device()
 
+        if config.threads is not None:
+            apply_threads(config.threads)
         pyro.enable_validation(config.validate)
         pyro.set_rng_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
         self.pair = build_pair(config, self.info).to(self.device)
+        self.check_pair()
+        check_objective(config, self.pair, self.task, self.x_train[:2])
         self.elbo = make_elbo(config, self.pair)
+        # the validation and test ELBO whatever the training objective (y summed out exactly), so
+        # that runs trained with different objectives report the same quantity
+        self.eval_elbo = TraceEnum_ELBO(max_plate_nesting=self.pair.max_plate_nesting,
+                                        num_particles=config.num_particles,
+                                        vectorize_particles=config.num_particles > 1)
+        # TraceGraph_ELBO keeps its decaying-average baselines in Pyro's parameter store
+        for name in [n for n in pyro.get_param_store().keys() if n.startswith("__baseline")]:
+            del pyro.get_param_store()[name]
         self.opt, self.scheduler = make_optimizer(config, self.pair.parameters())
         self.steps_per_epoch = self._steps_per_epoch()
         self.warmup = LinearWarmup(round(config.warmup_epochs * self.steps_per_epoch))
         self.reset_counters()
+
+    def check_pair(self) -> None:
+        """The pair contract (:mod:`ppl_dgm.contract`) on four training points, before any step."""
+        x = self.x_train[:4]
+        contract.check_pyro_pair(self.pair, self.spec, (x > 0.5).to(x.dtype) if self.flatten else x,
+                                 self.y_train[:4], self.info.n_classes, task=self.task)
 
     # ----------------------------------------------------------------------------- data
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
@@ -168,8 +244,10 @@ class Trainer(EpochLoop):
                 yield batch, None
 
     # ----------------------------------------------------------------------------- steps
-    def train_step(self, idx: torch.Tensor, idx_l: torch.Tensor | None) -> dict[str, float]:
-        beta = self.warmup(self.step)
+    def compute_loss(self, idx: torch.Tensor, idx_l: torch.Tensor | None,
+                     beta: float) -> tuple[torch.Tensor, dict[str, float]]:
+        """The objective of one batch (a differentiable scalar) and its statistics (a data-parallel
+        trainer runs it through ``DistributedDataParallel``)."""
         x = self._binarize(self.x_train[idx])
         if self.task == "semi-supervised":
             x_l = self._binarize(self.x_train[idx_l])
@@ -181,20 +259,75 @@ class Trainer(EpochLoop):
             loss, stats = objectives.unsupervised_loss(self.pair, self.elbo, x, beta)
         else:
             loss, stats = objectives.supervised_loss(self.pair, self.elbo, x, self.y_train[idx])
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"the loss became {loss.item()} at step {self.step} (epoch {self.epoch}); "
-                "lower --lr or set clip_norm")
+        return loss, stats
+
+    def train_step(self, idx: torch.Tensor, idx_l: torch.Tensor | None) -> dict[str, float]:
+        beta = self.warmup(self.step)
+        loss, stats = self.compute_loss(idx, idx_l, beta)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        if self.config.clip_value:
-            torch.nn.utils.clip_grad_value_(self.pair.parameters(), self.config.clip_value)
-        if self.config.clip_norm:
-            torch.nn.utils.clip_grad_norm_(self.pair.parameters(), self.config.clip_norm)
+        params = list(self.pair.parameters())
+        norm = clip_gradients(params, self.config)
+        if norm is None:
+            norm = gradient_norm(params)
+        # one synchronisation per step, as before: the loss and the gradients are finite
+        if not bool(torch.isfinite(loss) & torch.isfinite(norm.to(loss.device))):
+            self._diverged_step(loss, norm, stats, idx, idx_l, beta)
         self.opt.step()
         self.step += 1
         stats["beta"] = beta
         return stats
+
+    def _diverged_step(self, loss: torch.Tensor, norm: torch.Tensor, stats: dict[str, float],
+                       idx: torch.Tensor, idx_l: torch.Tensor | None, beta: float) -> None:
+        """Raise the :class:`~ppl_dgm.errors.DivergenceError` of this step, naming the loss terms,
+        sample sites and parameters that are not finite (the parameters are still those before
+        the step)."""
+        if not torch.isfinite(loss):
+            terms = [k for k, v in stats.items() if not np.isfinite(v)]
+            what = f"the loss became {loss.item()}"
+            self.diverged(what, terms=terms + self._nonfinite_sites(idx, idx_l, beta),
+                          names=self.nonfinite_parameters())
+        bad = [name for name, p in self.pair.named_parameters()
+               if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+        self.diverged(f"the gradient norm became {norm.item()}", names=[f"grad of {n}" for n in bad])
+
+    def _nonfinite_sites(self, idx: torch.Tensor, idx_l: torch.Tensor | None,
+                         beta: float) -> list[str]:
+        """The sample sites of the guide and model whose log-density is not finite on this batch
+        (best effort: a pair whose programs cannot be traced alone names none)."""
+        from pyro import poutine
+
+        x = self._binarize(self.x_train[idx])
+        if self.task == "semi-supervised":
+            calls = [(self._binarize(self.x_train[idx_l]), self.y_train[idx_l]), (x, None)]
+        else:
+            calls = [(x, self.y_train[idx] if self.task == "supervised" else None)]
+        kwargs = {} if self.task == "supervised" else {"beta": beta}
+        bad: list[str] = []
+        for args in calls:
+            try:
+                with torch.no_grad():
+                    guide = poutine.trace(self.pair.guide).get_trace(*args, **kwargs)
+                    model = poutine.trace(poutine.replay(self.pair.model, trace=guide)).get_trace(
+                        *args, **kwargs)
+                for program, trace in (("guide", guide), ("model", model)):
+                    for name, site in trace.nodes.items():
+                        if site["type"] == "sample" and not bool(
+                                torch.isfinite(site["fn"].log_prob(site["value"])).all()):
+                            bad.append(f"{program} site {name!r}")
+            except Exception:  # noqa: BLE001  (a diagnosis only)
+                continue
+        return sorted(set(bad))
+
+    def nonfinite_parameters(self) -> list[str]:
+        """Names of the parameters and buffers (batch-norm statistics) holding NaN or infinity."""
+        named = [(n, t) for n, t in [*self.pair.named_parameters(), *self.pair.named_buffers()]
+                 if t.is_floating_point()]
+        if not named:
+            return []
+        finite = torch.stack([torch.isfinite(t).all() for _, t in named]).tolist()
+        return [n for (n, _), ok in zip(named, finite, strict=True) if not ok]
 
     # ----------------------------------------------------------------------------- evaluation
     @torch.no_grad()
@@ -215,7 +348,7 @@ class Trainer(EpochLoop):
     @torch.no_grad()
     def mean_elbo(self, x: torch.Tensor) -> float:
         bs = self.config.eval_batch_size
-        total = sum(elbo_per_example(self.pair, self.elbo, x[s:s + bs]) * len(x[s:s + bs])
+        total = sum(elbo_per_example(self.pair, self.eval_elbo, x[s:s + bs]) * len(x[s:s + bs])
                     for s in range(0, len(x), bs))
         return total / len(x)
 
@@ -227,6 +360,11 @@ class Trainer(EpochLoop):
         if self.classifies:
             # recorded for learning curves only; model selection reads validation_error
             record["test_error"] = self.classification_error(self.x_test, self.y_test)
+        if self.spec.task == "semi-supervised" and not self.classifies and len(self.x_val):
+            from ppl_dgm.evaluate import clustering  # --labels 0: the clusters against the classes
+
+            record["validation_clustering_accuracy"] = clustering(
+                self, self.predictions(self.x_val), self.y_val)["clustering_accuracy"]
         if self.task != "supervised" and len(self.x_val):
             x_val = self.x_val_binary[:1000]
             record["validation_elbo"] = self.mean_elbo(x_val)
@@ -243,7 +381,7 @@ class Trainer(EpochLoop):
             "train_seconds": self.train_seconds, "history": self.history,
             "numpy_rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "config": self.config.to_dict(),
+            "config": self.config.to_dict(), "in_epoch": self.in_epoch_record(),
         }
 
     def save_checkpoint(self) -> None:
@@ -252,15 +390,15 @@ class Trainer(EpochLoop):
 
     def load_checkpoint(self, path: str | Path | None = None) -> None:
         path = Path(path or self.run_dir / results.CHECKPOINT)
-        if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint at {path} to resume from")
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        state = self.read_checkpoint(
+            path, lambda p: torch.load(p, map_location=self.device, weights_only=False))
         self.pair.load_state_dict(state["pair"])
         self.opt.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.step = state["epoch"], state["step"]
         self.train_seconds, self.history = state["train_seconds"], state["history"]
         self.rng.bit_generator.state = state["numpy_rng"]
+        self.restore_in_epoch(state)
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -277,18 +415,22 @@ class Trainer(EpochLoop):
         return self.opt.param_groups[0]["lr"]
 
     def train_epoch(self, bar: Any) -> dict[str, float]:
-        """One epoch of optimiser steps; the mean of each step statistic."""
-        sums: dict[str, float] = {}
-        count = 0
-        for idx, idx_l in self._batches():
+        """One epoch of optimiser steps (the rest of it after a mid-epoch checkpoint); the mean of
+        each step statistic over all the epoch's steps."""
+        progress = self.begin_epoch()
+        sums: dict[str, float] = progress["stats"]  # sums over the steps done (also after a resume)
+        for idx, idx_l in self.epoch_batches():
             stats = self.train_step(idx, idx_l)
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
-            count += 1
+            progress["steps_done"] += 1
+            count = progress["steps_done"]
             bar.update(1)
             if count % 10 == 0:
                 bar.set_postfix(loss=f"{sums['loss'] / count:.2f}", beta=f"{stats['beta']:.2f}")
+            self.check_stop()
         self.scheduler.step()
+        count = progress["steps_done"]
         return {k: v / count for k, v in sums.items()}
 
     @torch.no_grad()
@@ -310,7 +452,9 @@ def load_run(run_dir: str | Path, device: str = "auto") -> Trainer:
         raise FileNotFoundError(f"{run_dir} is not a run directory (no {results.CONFIG})")
     config = TrainConfig.from_dict(results.read_json(run_dir / results.CONFIG))
     config.device = device
-    trainer = Trainer(config, run_dir, progress=False)
+    with warnings.catch_warnings():  # "cannot sample" was said when the run was trained
+        warnings.simplefilter("ignore", contract.CannotSampleWarning)
+        trainer = Trainer(config, run_dir, progress=False)
     trainer.load_checkpoint()
     trainer.pair.eval()
     return trainer

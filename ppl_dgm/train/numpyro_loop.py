@@ -22,10 +22,10 @@ test digit errors, their summary the test digit and sequence errors, and nothing
 Everything is seeded from ``config.seed``: the data split and the batch order use numpy exactly as
 the Pyro trainer does (both backends see the same batches), the parameters and the ELBO's noise
 come from ``jax.random.PRNGKey(config.seed)``. The run directory receives ``config.json``,
-``checkpoint.pkl`` (each epoch, atomically: SVI state with parameters, optimiser and batch-norm
-state, numpy RNG, history), ``history.nc`` and ``summary.json``; ``resume=True`` continues from the
-checkpoint and gives the same result as an uninterrupted run. Importing this module never imports
-torch.
+``checkpoint.pkl`` (each epoch, and at a SIGINT/SIGTERM in the middle of one; atomically: SVI state
+with parameters, optimiser and batch-norm state, numpy RNG, history, the position in the epoch),
+``history.nc`` and ``summary.json``; ``resume=True`` continues from the checkpoint and gives the
+same result as an uninterrupted run. Importing this module never imports torch.
 """
 
 from __future__ import annotations
@@ -45,19 +45,22 @@ from numpyro import handlers
 from numpyro.infer import SVI
 from numpyro.optim import optax_to_numpyro
 
-from ppl_dgm import registry, results
+from ppl_dgm import contract, registry, results
 from ppl_dgm.config import TrainConfig
 from ppl_dgm.data import binarize_static
 from ppl_dgm.infer.annealing import LinearWarmup
 from ppl_dgm.infer.numpyro_objectives import (
-    EnumELBO,
     TraceELBO,
     elbo_per_example,
+    make_elbo,
+    pair_sites,
     semi_supervised,
     site_kl,
     supervised,
     unsupervised,
 )
+from ppl_dgm.infer.objective_names import BACKEND_OBJECTIVES
+from ppl_dgm.infer.objective_names import check as check_objective
 from ppl_dgm.numpyro_pair import NumPyroPair
 from ppl_dgm.train.common import (
     TEST_BINARIZATION_SEED,
@@ -66,6 +69,7 @@ from ppl_dgm.train.common import (
     EpochLoop,
     default_alpha,
     prepare_data,
+    training_task,
 )
 
 CHECKPOINT = "checkpoint.pkl"
@@ -97,12 +101,14 @@ def device_name(device: jax.Device) -> str:
 def build_pair(config: TrainConfig, info: DataInfo) -> NumPyroPair:
     """The registered NumPyro pair, with alpha (default 0.1 * N / N_labelled) for semi-supervised
     and ``num_particles`` (used by pairs that draw their particles inside the programs)."""
-    spec = registry.get(config.model, config.backend)
+    spec = registry.resolve_spec(config.model, config.backend, config.source)
     hparams = dict(config.hparams)
     if spec.task == "semi-supervised":
         hparams["alpha"] = config.alpha if config.alpha is not None else default_alpha(info)
     hparams["num_particles"] = config.num_particles
-    return spec.builder()(hparams, info)
+    pair = spec.builder()(hparams, info)
+    contract.check_built(pair, spec)
+    return pair
 
 
 def learning_rate(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
@@ -120,7 +126,8 @@ def learning_rate(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
-    """Adam (``adam_betas``) or RMSprop through optax, after global-norm clipping if ``clip_norm``."""
+    """Adam (``adam_betas``) or RMSprop through optax, after the clipping of ``clip_value`` and
+    ``clip_norm`` in the order ``clip_order``."""
     lr = learning_rate(config, steps_per_epoch)
     if config.optimizer == "adam":
         opt = optax.adam(lr, b1=config.adam_betas[0], b2=config.adam_betas[1])
@@ -130,11 +137,12 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
                             eps=getattr(config, "rmsprop_eps", 1e-8), eps_in_sqrt=False)
     else:
         raise ValueError(f"unknown optimizer {config.optimizer!r}: use adam or rmsprop")
-    if config.clip_norm:
-        opt = optax.chain(optax.clip_by_global_norm(config.clip_norm), opt)
-    if config.clip_value:  # element-wise first, then the global norm (as in the Pyro trainer)
-        opt = optax.chain(optax.clip(config.clip_value), opt)
-    return opt
+    clips = [optax.clip(config.clip_value) if config.clip_value else None,
+             optax.clip_by_global_norm(config.clip_norm) if config.clip_norm else None]
+    if getattr(config, "clip_order", "value_then_norm") == "norm_then_value":  # as clip_gradients
+        clips.reverse()
+    clips = [c for c in clips if c is not None]
+    return optax.chain(*clips, opt) if clips else opt
 
 
 class NumPyroTrainer(EpochLoop):
@@ -153,31 +161,41 @@ class NumPyroTrainer(EpochLoop):
         self.config = config
         self.run_dir = Path(run_dir)
         self.progress = progress
-        self.spec = registry.get(config.model, config.backend)
+        self.spec = registry.resolve_spec(config.model, config.backend, config.source)
+        if config.source is None and self.spec.source is not None:  # TrainConfig(model="f.py:build")
+            config.model, config.source = self.spec.name, self.spec.source
         self.task = self.spec.task
         if self.task not in ("semi-supervised", "unsupervised", "supervised"):
             raise NotImplementedError(
                 f"the NumPyro trainer has no training step for {self.task} pairs "
                 f"({config.model}); use --backend pyro")
-        if self.task == "semi-supervised" and config.elbo != "trace_enum":
-            raise ValueError(f"the NumPyro trainer uses TraceEnum_ELBO for semi-supervised pairs "
-                             f"(got --elbo {config.elbo})")
-        if self.task == "unsupervised" and config.elbo not in ("trace", "trace_enum"):
-            raise ValueError(f"the NumPyro trainer uses Trace_ELBO (--elbo trace) or "
-                             f"TraceEnum_ELBO (--elbo trace_enum) (got --elbo {config.elbo})")
-        if self.task == "supervised" and config.elbo != "trace":
-            raise ValueError(f"the NumPyro trainer uses Trace_ELBO (--elbo trace) for supervised "
-                             f"pairs (got --elbo {config.elbo})")
+        if config.elbo not in BACKEND_OBJECTIVES["numpyro"]:
+            check_objective(config.elbo, backend="numpyro", task=self.task, model=config.model,
+                            guide_sites=[], model_latents=[], num_particles=config.num_particles)
         if config.free_bits > 0:
             raise ValueError("free bits are not implemented for the NumPyro backend")
         self.device = resolve_device(config.device)
         self.data, self.split, self.info = prepare_data(config)
+        self.task = training_task(self.task, self.info)  # --labels 0: unsupervised
         self._to_device()
 
         self.rng = np.random.default_rng(config.seed)
         init_key, self.binarize_key, self.eval_key = jax.random.split(
             jax.random.PRNGKey(config.seed), 3)
         self.pair = build_pair(config, self.info)
+        if initialise:  # the pair contract (ppl_dgm.contract) on four points, before any step
+            x = self.x_train[:4]
+            contract.check_numpyro_pair(
+                self.pair, self.spec, (x > 0.5).astype(x.dtype) if self.task != "supervised" else x,
+                self.y_train[:4], self.info.n_classes, jax.random.fold_in(init_key, 1 << 20),
+                task=self.task)
+        if initialise:  # refuse an objective that cannot train the pair (one line)
+            sites, latents = (([], []) if self.task == "supervised" else pair_sites(
+                self.pair, {}, (self.x_train[:2] > 0.5).astype(self.x_train.dtype),
+                jax.random.fold_in(init_key, 1 << 21)))
+            check_objective(config.elbo, backend="numpyro", task=self.task, model=config.model,
+                            guide_sites=sites, model_latents=latents,
+                            num_particles=config.num_particles, renyi_alpha=config.renyi_alpha)
         self.steps_per_epoch = self._steps_per_epoch()
         self.schedule = learning_rate(config, self.steps_per_epoch)
         # pairs that vectorise their particles inside the programs need one ELBO particle
@@ -186,7 +204,8 @@ class NumPyroTrainer(EpochLoop):
         x = self.data.x_train.reshape(len(self.data.x_train), -1)
         init_args: tuple
         if self.task == "semi-supervised":
-            self.elbo = EnumELBO(elbo_particles, self.pair.max_plate_nesting)
+            self.elbo = make_elbo(config.elbo, elbo_particles, self.pair.max_plate_nesting,
+                                  config.renyi_alpha)
             self.svi = SVI(semi_supervised(self.pair.model), semi_supervised(self.pair.guide),
                            optimizer, self.elbo)
             self.batch_sizes = (min(config.labelled_batch_size, len(self.labelled)),
@@ -202,10 +221,12 @@ class NumPyroTrainer(EpochLoop):
             init_args = (init_key, x[:self.batch_sizes[1]],
                          self.data.y_train[:self.batch_sizes[1]].astype(np.int32))
         else:
-            kind = TraceELBO if config.elbo == "trace" else EnumELBO
-            self.elbo = kind(elbo_particles, self.pair.max_plate_nesting)
-            self.svi = SVI(unsupervised(self.pair.model), unsupervised(self.pair.guide),
-                           optimizer, self.elbo)
+            self.elbo = make_elbo(config.elbo, elbo_particles, self.pair.max_plate_nesting,
+                                  config.renyi_alpha)
+            # the Renyi bound takes its log-mean-exp per point before the batch mean
+            scaled = config.elbo != "renyi"
+            self.svi = SVI(unsupervised(self.pair.model, scaled),
+                           unsupervised(self.pair.guide, scaled), optimizer, self.elbo)
             self.batch_sizes = (0, min(config.batch_size, len(self.x_train)))
             init_args = (init_key, x[:self.batch_sizes[1]])
         init = self._init_unsupervised if self.task == "unsupervised" else self.svi.init
@@ -221,7 +242,7 @@ class NumPyroTrainer(EpochLoop):
         self._classify = jax.jit(self.pair.classify, static_argnames="num_samples")
         # the pair's own kind of ELBO: Trace_ELBO (the same value, cheaper to compile) without y
         self._elbo = jax.jit(partial(elbo_per_example, self.pair,
-                                     enumerated=self.task == "semi-supervised"))
+                                     enumerated=self.spec.task == "semi-supervised"))
         self._site_kl = jax.jit(partial(site_kl, self.pair))
         self.compile_seconds = 0.0
         self.reset_counters()
@@ -386,6 +407,11 @@ class NumPyroTrainer(EpochLoop):
         if self.classifies:
             # recorded for learning curves only; model selection reads validation_error
             record["test_error"] = self.classification_error(self.x_test, self.y_test)
+        if self.spec.task == "semi-supervised" and not self.classifies and len(self.x_val):
+            from ppl_dgm.evaluate import clustering  # --labels 0: the clusters against the classes
+
+            record["validation_clustering_accuracy"] = clustering(
+                self, self.predictions(self.x_val), self.y_val)["clustering_accuracy"]
         if self.task != "supervised" and len(self.x_val):
             x_val = self.x_val_binary[:1000]
             record["validation_elbo"] = self.mean_elbo(x_val)
@@ -399,6 +425,7 @@ class NumPyroTrainer(EpochLoop):
             "svi_state": jax.device_get(self.svi_state), "epoch": self.epoch, "step": self.step,
             "train_seconds": self.train_seconds, "history": self.history,
             "numpy_rng": self.rng.bit_generator.state, "config": self.config.to_dict(),
+            "in_epoch": jax.device_get(self.in_epoch_record()),  # the step losses fetched
         }
 
     def save_checkpoint(self) -> None:
@@ -412,14 +439,17 @@ class NumPyroTrainer(EpochLoop):
 
     def load_checkpoint(self, path: str | Path | None = None) -> None:
         path = Path(path or self.run_dir / CHECKPOINT)
-        if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint at {path} to resume from")
-        with open(path, "rb") as f:
-            state = pickle.load(f)
+
+        def read(p: Path) -> dict[str, Any]:
+            with open(p, "rb") as f:
+                return pickle.load(f)
+
+        state = self.read_checkpoint(path, read)
         self.svi_state = jax.device_put(state["svi_state"], self.device)
         self.epoch, self.step = state["epoch"], state["step"]
         self.train_seconds, self.history = state["train_seconds"], state["history"]
         self.rng.bit_generator.state = state["numpy_rng"]
+        self.restore_in_epoch(state)
 
     # ----------------------------------------------------------------------------- the run
     @property
@@ -436,20 +466,53 @@ class NumPyroTrainer(EpochLoop):
         return {"compile_seconds": self.compile_seconds}
 
     def train_epoch(self, bar: Any) -> dict[str, float]:
-        """One epoch of SVI steps; the mean loss and beta (raises if the loss is not finite)."""
-        losses, betas = [], []
-        for idx_l, idx_u in self._batches():
+        """One epoch of SVI steps (the rest of it after a mid-epoch checkpoint); the mean loss and
+        beta over all the epoch's steps (raises if the loss is not finite)."""
+        progress = self.begin_epoch()
+        # the losses (device scalars: no synchronisation per step) and betas of the steps done
+        losses = progress["stats"].setdefault("losses", [])
+        betas = progress["stats"].setdefault("betas", [])
+        for idx_l, idx_u in self.epoch_batches():
             loss, beta = self.train_step(idx_l, idx_u)
             losses.append(loss)
             betas.append(beta)
+            progress["steps_done"] += 1
             bar.update(1)
             if len(losses) % 10 == 0:
                 bar.set_postfix(loss=f"{float(loss):.2f}", beta=f"{beta:.2f}")
-        mean_loss = float(jnp.mean(jnp.stack(losses)))  # waits for the epoch's last step
-        if not math.isfinite(mean_loss):
-            raise FloatingPointError(
-                f"the loss became {mean_loss} in epoch {self.epoch}; lower --lr or set clip_norm")
+            self.check_stop()
+        mean_loss = self._mean_loss(losses)
         return {"loss": mean_loss, "beta": float(np.mean(betas))}
+
+    def _mean_loss(self, losses: list[Any]) -> float:
+        """The mean of the epoch's step losses so far; raises :class:`DivergenceError` naming the
+        first step whose loss is not finite."""
+        stacked = jnp.stack(losses)
+        mean_loss = float(jnp.mean(stacked))  # waits for the last step
+        if not math.isfinite(mean_loss):
+            # each step's loss is that of the parameters before it: the first non-finite one is
+            # the step at which the loss (or, through the step before, the parameters) failed
+            first = int(np.flatnonzero(~np.isfinite(np.asarray(stacked)))[0])
+            step = self.step - len(losses) + first
+            self.diverged(f"the loss became {float(stacked[first])}", step=step, terms=["loss"],
+                          names=self.nonfinite_parameters())
+        return mean_loss
+
+    def check_partial_epoch(self) -> None:
+        """The losses of the epoch's steps so far are finite (before a mid-epoch checkpoint)."""
+        if self.in_epoch is not None and self.in_epoch["stats"].get("losses"):
+            self._mean_loss(self.in_epoch["stats"]["losses"])
+
+    def nonfinite_parameters(self) -> list[str]:
+        """Names of the parameter (and batch-norm state) sites holding NaN or infinity."""
+        params = self.params
+        flags = {name: jnp.all(jnp.asarray([jnp.all(jnp.isfinite(leaf))
+                                            for leaf in jax.tree_util.tree_leaves(value)
+                                            if jnp.issubdtype(jnp.asarray(leaf).dtype,
+                                                              jnp.floating)] or [True]))
+                 for name, value in params.items()}
+        host = jax.device_get(flags)
+        return sorted(name for name, ok in host.items() if not bool(ok))
 
     def write_plots(self) -> None:
         """Per-site KL against epochs (``kl.png``) and, for unsupervised pairs, samples from the

@@ -1,0 +1,157 @@
+"""CaGeM, the cluster-aware generative model (Maaløe, Fraccaro, Winther 2017).
+
+The structure is *reconstructed from the paper's abstract* (the full text could not be checked; see
+``../shared/design/papers.md`` section 3): a two-layer hierarchical VAE whose upper layer also
+depends on a categorical cluster variable y,
+
+    p(x, y, z1, z2) = p(y) p(z2) p(z1 | y, z2) p(x | z1),
+    p(y) = Cat(1/K),  p(z2) = N(0, I),  p(z1 | y, z2) = N(mu(y, z2), var(y, z2)),
+    p(x | z1) = Bernoulli(logits = MLP(z1)),
+
+with the guide q(z1 | x) q(y | z1, x) q(z2 | z1, y) of ``ppl_dgm.guides.cagem``. y is summed out
+exactly for unlabelled points (parallel enumeration, ``TraceEnum_ELBO``) and observed for labelled
+ones, with M2's classification term alpha * log q(y | z1, x) (alpha = 0.1 N / N_labelled by default).
+K is the number of classes when labels are given; trained with ``--labels 0`` the model is fully
+unsupervised (no labelled batch, no classification term, every point enumerated) and K is
+``n_clusters`` (``--set n_clusters=K``, at least the number of classes: 10 on MNIST; default: the
+number of classes).
+
+Choices where the abstract is silent, all options (``--set key=value``):
+
+- ``z_dims`` / ``hidden_dims``: sizes of z1, z2 and of the deterministic layers of each
+  connection, in the LVAE recipe's shape (every connection a two-layer MLP with batch norm and leaky
+  ReLU, variance ``softplus(h) + min_scale**2``, ``min_scale`` sqrt(1e-5)). Defaults ``[32, 16]`` and
+  ``[256, 128]``, chosen for short CPU budgets (the study in ``benchmarks/results/cagem`` gives
+  each run 15 minutes at one thread; the paper's sizes are not in its abstract). The registered
+  ``vae`` with ``--set z_dims=[32,16] --set hidden_dims=[256,128]`` is the same model and guide
+  without y (the study's baseline).
+- p(z1 | y, z2) and q(z2 | z1, y) project their two inputs with separate linear maps and sum
+  (``MultiInputMLP``): the z-part is computed once, only the one-hot y part per cluster.
+- ``classifier_uses_x``: q(y | z1, x) (true, default) or q(y | z1).
+- KL warm-up scales every latent site, y included (as M2 does here); test-time classification reads
+  q(y | z1, x) at the mean of q(z1 | x) (Pyro: ``--classify-samples S`` averages S draws of z1).
+
+Training defaults (``ppl_dgm.registry``) follow the LVAE/ADGM recipes: Adam, batch norm, linear
+warm-up, labelled and unlabelled batches of 100, gradient norm clipped at 5.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ppl_dgm.models.lvae import PAPER_MIN_SCALE, GaussianMLP, kl_scale
+from ppl_dgm.nn.torch_blocks import MLP
+from ppl_dgm.pair import Pair
+
+DEFAULTS: dict[str, Any] = {
+    "z_dims": [32, 16],
+    "hidden_dims": [256, 128],
+    "activation": "leaky_relu",
+    "batch_norm": True,
+    "min_scale": PAPER_MIN_SCALE,
+    "n_clusters": None,
+    "classifier_uses_x": True,
+}
+
+
+class CaGeMModel(nn.Module):
+    """p(y) p(z2) p(z1 | y, z2) p(x | z1); ``forward(x, y=None, *, beta=1.0)`` is the Pyro model.
+
+    ``p_z1`` is p(z1 | y, z2) (inputs ``(z2, one-hot y)``, two hidden layers of ``hidden_dims[1]``),
+    ``decoder`` + ``logits`` is p(x | z1) (two hidden layers of ``hidden_dims[0]``), as the LVAE's
+    ``top_down[0]`` and decoder with y added. ``y=None`` leaves y to the guide.
+    """
+
+    def __init__(self, x_dim: int, n_clusters: int, z_dims: Sequence[int],
+                 hidden_dims: Sequence[int], activation: str = "leaky_relu",
+                 batch_norm: bool = True, min_scale: float = PAPER_MIN_SCALE) -> None:
+        super().__init__()
+        z1, z2 = z_dims
+        h1, h2 = hidden_dims
+        self.n_clusters, self.z_dims = n_clusters, [z1, z2]
+        self.p_z1 = GaussianMLP([z2, n_clusters], h2, z1, activation, batch_norm, min_scale)
+        self.decoder = MLP(z1, [h1, h1], activation, batch_norm)
+        self.logits = nn.Linear(h1, x_dim)
+
+    @property
+    def n_classes(self) -> int:
+        """The number of values of y (one row each in ``ppl-dgm sample``)."""
+        return self.n_clusters
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, *, beta: float = 1.0):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            with kl_scale(beta):
+                y = pyro.sample("y", dist.Categorical(logits=x.new_zeros(self.n_clusters)), obs=y)
+                z2 = pyro.sample("z2", dist.Normal(x.new_zeros(self.z_dims[1]), 1.0).to_event(1))
+            loc, scale = self.p_z1(z2, F.one_hot(y, self.n_clusters).to(x.dtype))
+            with kl_scale(beta):
+                z1 = pyro.sample("z1", dist.Normal(loc, scale).to_event(1))
+            logits = self.logits(self.decoder(z1))
+            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+
+    @torch.no_grad()
+    def sample_x(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Bernoulli means ``(n, x_dim)`` for z2 ~ p(z2), z1 ~ p(z1 | y, z2) and the given (or
+        uniformly drawn) clusters y. Call ``eval()`` first (batch norm's running statistics)."""
+        device = self.logits.weight.device
+        if y is None:
+            y = torch.randint(self.n_clusters, (n,), device=device)
+        z2 = torch.randn(n, self.z_dims[1], device=device)
+        loc, scale = self.p_z1(z2, F.one_hot(y.to(device), self.n_clusters).float())
+        return torch.sigmoid(self.logits(self.decoder(dist.Normal(loc, scale).sample())))
+
+
+def check_hparams(hparams: Mapping[str, Any], data: Any) -> dict[str, Any]:
+    """The hyperparameters with defaults filled in and K resolved (``h["n_clusters"]``).
+
+    ``data`` needs ``n_classes`` and ``n_labelled`` (0: unsupervised). With labels K is the number
+    of classes (``n_clusters`` must then be unset or equal to it); without, ``n_clusters`` (default:
+    the number of classes), at least the number of classes. Backend-neutral (the NumPyro twin uses it).
+    """
+    hparams = {k: v for k, v in hparams.items() if k not in ("alpha", "num_particles")}
+    unknown = set(hparams) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown CaGeM hyperparameters {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    h = {**DEFAULTS, **hparams}
+    if len(h["z_dims"]) != 2 or len(h["hidden_dims"]) != 2:
+        raise ValueError(f"CaGeM has two stochastic layers: z_dims and hidden_dims need two sizes "
+                         f"each (got {list(h['z_dims'])}, {list(h['hidden_dims'])})")
+    if min(*h["z_dims"], *h["hidden_dims"]) < 1:
+        raise ValueError("CaGeM layer sizes must be positive")
+    n_classes, k = int(data.n_classes), h["n_clusters"]
+    if getattr(data, "n_labelled", 0) > 0:
+        if k not in (None, n_classes):
+            raise ValueError(f"with labels CaGeM has one cluster per class ({n_classes}); drop "
+                             f"--set n_clusters={k} or train with --labels 0")
+        k = n_classes
+    else:
+        k = n_classes if k is None else int(k)
+        if k < n_classes:
+            raise ValueError(f"--set n_clusters={k}: an unsupervised CaGeM needs at least as many "
+                             f"clusters as classes ({n_classes})")
+    h["n_clusters"] = k
+    h["z_dims"] = [int(d) for d in h["z_dims"]]
+    h["hidden_dims"] = [int(d) for d in h["hidden_dims"]]
+    return h
+
+
+def build(hparams: Mapping[str, Any], data: Any) -> Pair:
+    """The CaGeM pair for ``data`` (``x_dim``, ``n_classes``, ``n_labelled``); ``alpha`` from the
+    hparams (the trainer adds it). Keys and defaults: :data:`DEFAULTS`."""
+    from ppl_dgm.guides.cagem import CaGeMGuide
+
+    h = check_hparams(hparams, data)
+    common = dict(z_dims=h["z_dims"], hidden_dims=h["hidden_dims"],
+                  activation=str(h["activation"]), batch_norm=bool(h["batch_norm"]),
+                  min_scale=float(h["min_scale"]))
+    p = CaGeMModel(int(data.x_dim), h["n_clusters"], **common)
+    q = CaGeMGuide(int(data.x_dim), h["n_clusters"], alpha=float(hparams.get("alpha", 0.0)),
+                   classifier_uses_x=bool(h["classifier_uses_x"]), **common)
+    return Pair(p, q, max_plate_nesting=1, iw_enumerate=True)

@@ -1,0 +1,500 @@
+"""``ppl-dgm reproduce CLAIM --minutes M``: one command per paper's headline claim.
+
+Each claim (:data:`CLAIMS`) names the paper's setting (models, data set, labels, the figure that is
+compared) and the figures the paper reports (:data:`PAPER`: the papers' own numbers, quoted with
+their source, not results of this project). ``reproduce`` trains every model of the claim with its
+registered recipe (``ppl_dgm/registry.py``), one run per model and seed, each for ``--minutes`` of
+training time (evaluation excluded; the trainer stops after the first epoch that passes the
+budget), on the fastest backend for the device (:data:`FASTEST_BACKEND`), and writes a report folder:
+
+- ``report.md`` and ``report.json``: the final figure of every run, their mean and spread over
+  seeds, the gap to the paper's number, KL(a) next to the error for ADGM/SDGM, whether the paper's
+  ordering shows (LVAE > VAE, RNN-SPN < FFN-SPN < CNN), and the exact commands that produced it;
+- ``learning_curves.png``: the figure per epoch (the test error recorded for learning curves, or
+  the validation ELBO) of every run, the paper's number drawn as a horizontal line;
+- ``runs/MODEL-BACKEND-seedS/``: the ordinary run directories (``ppl-dgm evaluate`` reads them).
+
+Calling it again with the same ``--out`` and a larger ``--minutes`` continues the same runs from
+their checkpoints (the trainer's ``--resume``: nothing restarts; ``max_minutes`` grows); a run that
+has already spent the budget is not trained again, and the report is rewritten.
+
+Backends: where ``benchmarks/results/throughput/cpu.json`` (or ``cuda.json``), written by a full run
+of ``benchmarks/throughput.py``, holds both backends' step times of a model at one thread, the
+faster one; else :data:`FASTEST_BACKEND`: on a GPU the NumPyro backend (each step one compiled XLA
+program; Pyro launches every operation separately), on a CPU the Pyro backend (measured at one
+thread on the registered M2: Pyro 94 ms per step, NumPyro 103 ms, plain torch 84-93 ms).
+``--backend`` overrides it; the report records the backend of every run.
+
+Log-likelihood claims (``lvae-mnist``, ``cagem-mnist``) are scored with the importance-weighted
+estimate of ``ppl-dgm evaluate`` with ``--iw-samples`` particles (default: the papers' 5000 on a GPU,
+none on a CPU, where the test ELBO, a lower bound, is reported instead and labelled as such).
+
+Smoke tests and small studies may change the setting (``--dataset``, ``--set KEY=VALUE`` for the
+networks, ``--config KEY=VALUE`` for the training configuration): the report then lists these
+deviations from the paper's setting above its table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ppl_dgm import registry, results
+from ppl_dgm.config import parse_value, resolve
+from ppl_dgm.errors import UserError
+
+# The papers' reported figures (../shared/design/papers.md): error rates as fractions, test
+# log-likelihoods in nats (5000 importance samples). model -> (value, spread or None, source).
+PAPER: dict[str, tuple[float, float | None, str]] = {
+    "m2": (0.1197, None, "Kingma, Rezende, Mohamed, Welling 2014, Table 1: M2 alone, MNIST, 100 labels"),
+    "adgm": (0.0096, 0.0002, "Maaløe, Sønderby, Sønderby, Winther 2016, Table 1: ADGM, MNIST, 100 labels"),
+    "sdgm": (0.0132, 0.0007, "Maaløe, Sønderby, Sønderby, Winther 2016, Table 1: SDGM, MNIST, 100 labels"),
+    "lvae": (-81.84, None, "Sønderby, Raiko, Maaløe, Sønderby, Winther 2016: LVAE, 5 layers, MNIST "
+                           "test log-likelihood (with fine-tuning)"),
+    "rnn-spn": (0.015, None, "Sønderby, Sønderby, Maaløe, Winther 2015: RNN-SPN single-digit test error"),
+    "ffn-spn": (0.020, None, "Sønderby, Sønderby, Maaløe, Winther 2015: FFN-SPN single-digit test error"),
+    "cnn-seq": (0.029, None, "Sønderby, Sønderby, Maaløe, Winther 2015: CNN single-digit test error"),
+    "cagem": (-79.38, None, "Maaløe, Fraccaro, Winther 2017: CaGeM with labels, permutation-invariant "
+                            "MNIST test log-likelihood"),
+}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A paper's setting: the models compared, the data, the figure, and the expected ordering
+    (``order``: models from best to worst, or empty)."""
+
+    name: str
+    models: tuple[str, ...]
+    dataset: str
+    metric: str  # "test_error" or "log_likelihood"
+    labels: int | None = None
+    epochs: int | None = None  # cap on epochs (None: the budget alone ends training)
+    order: tuple[str, ...] = ()
+    overrides: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""
+
+
+CLAIMS: dict[str, Claim] = {c.name: c for c in (
+    Claim("m2-mnist100", ("m2",), "mnist", "test_error", labels=100,
+          summary="M2 on MNIST with 100 labels: 11.97% test error"),
+    Claim("adgm-mnist100", ("adgm",), "mnist", "test_error", labels=100,
+          summary="ADGM on MNIST with 100 labels: 0.96% test error, with an active auxiliary a"),
+    Claim("sdgm-mnist100", ("sdgm",), "mnist", "test_error", labels=100,
+          summary="SDGM on MNIST with 100 labels: 1.32% test error"),
+    Claim("lvae-mnist", ("vae", "lvae"), "mnist", "log_likelihood", epochs=2000,
+          order=("lvae", "vae"),
+          summary="the ladder guide beats the plain hierarchical guide on MNIST (LVAE -81.84 nats)"),
+    Claim("rnn-spn-sequences", ("rnn-spn", "ffn-spn", "cnn-seq"), "mnist-sequence", "test_error",
+          order=("rnn-spn", "ffn-spn", "cnn-seq"),
+          summary="RNN-SPN 1.5% < FFN-SPN 2.0% < CNN 2.9% single-digit error on cluttered MNIST "
+                  "sequences"),
+    Claim("cagem-mnist", ("cagem",), "mnist", "log_likelihood", labels=100,
+          summary="CaGeM with 100 labels: -79.38 nats (registered once models/cagem.py exists)"),
+)}
+
+# device kind -> backend; see the module docstring for the measurements behind it
+FASTEST_BACKEND = {"cuda": "numpyro", "cpu": "pyro"}
+RUNS = "runs"
+REPORT_MD, REPORT_JSON, CURVES = "report.md", "report.json", "learning_curves.png"
+
+
+# ------------------------------------------------------------------------------------ choices
+def gpu_present() -> bool:
+    """An NVIDIA GPU on this machine (its driver's listing), without importing torch or JAX."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())
+
+
+def choose_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is present, else ``cpu``; others as given."""
+    if device == "auto":
+        return "cuda" if gpu_present() else "cpu"
+    return device
+
+
+# full (not --quick) measurements of benchmarks/throughput.py, when this is a source checkout
+MEASURED = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "throughput"
+
+
+def measured_backend(model: str, device: str, folder: Path = MEASURED) -> str | None:
+    """The backend with the shorter measured step of ``model`` at one thread on this kind of
+    device (``benchmarks/results/throughput/{cpu,cuda}.json``), or ``None`` without a measurement."""
+    path = folder / f"{'cuda' if device.startswith('cuda') else 'cpu'}.json"
+    try:
+        steps = results.read_json(path)["per_threads"]["1"]["models"][model]["step_seconds"]
+        return "numpyro" if steps["numpyro"] < steps["pyro"] else "pyro"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def choose_backend(backend: str, device: str, model: str, folder: Path = MEASURED) -> str:
+    """``auto`` -> the faster backend measured for the model on this kind of device
+    (:func:`measured_backend`), else :data:`FASTEST_BACKEND`; Pyro when the model has no NumPyro
+    twin."""
+    if backend != "auto":
+        return backend
+    choice = (measured_backend(model, device, folder)
+              or FASTEST_BACKEND["cuda" if device.startswith("cuda") else "cpu"])
+    try:
+        registry.get(model, choice)
+    except KeyError:
+        return "pyro"
+    return choice
+
+
+def claim_models(claim: Claim) -> tuple[str, ...]:
+    """The claim's models, each registered (looked up now: ``cagem`` may be added later)."""
+    for model in claim.models:
+        try:
+            registry.get(model, "pyro")
+        except KeyError:
+            raise UserError(f"the claim {claim.name} needs the model {model!r}, which is not "
+                            "registered in this version", f"choose one of {available_claims()}") from None
+    return claim.models
+
+
+def available_claims() -> list[str]:
+    names = []
+    for claim in CLAIMS.values():
+        try:
+            for model in claim.models:
+                registry.get(model, "pyro")
+        except KeyError:
+            continue
+        names.append(claim.name)
+    return names
+
+
+# ------------------------------------------------------------------------------------ runs
+def _key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"{flag} expects KEY=VALUE, got {item!r}", f"e.g. {flag} epochs=3")
+        out[key] = parse_value(value)
+    return out
+
+
+def run_config(claim: Claim, model: str, backend: str, device: str, seed: int, minutes: float,
+               args: argparse.Namespace) -> Any:
+    """The training configuration of one run: the registered recipe in the paper's setting."""
+    spec = registry.get(model, backend)
+    # epochs: the paper's cap where it has one (LVAE 2000), the registered one, else the budget
+    overrides: dict[str, Any] = {"dataset": args.dataset or claim.dataset, "device": device,
+                                 "seed": seed, "max_minutes": minutes, "backend": backend,
+                                 "epochs": claim.epochs or spec.train.get("epochs") or 10**6}
+    if claim.labels is not None:
+        overrides["labels"] = claim.labels
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+    overrides.update(claim.overrides)
+    extra = _key_values(args.config, "--config")
+    for key in ("model", "backend", "device", "seed", "max_minutes"):
+        if key in extra:
+            raise UserError(f"--config {key}=... is set by reproduce",
+                            f"use --{key.replace('_', '-')} or the claim's own setting")
+    overrides.update(extra)
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if threads and threads.isdigit():
+        overrides["threads"] = int(threads)
+    return resolve(spec, overrides, _key_values(args.set, "--set"))
+
+
+def train_run(config: Any, run_dir: Path, progress: bool) -> dict[str, Any]:
+    """Train (or continue) one run up to its budget; returns its summary."""
+    from ppl_dgm.cli import trainer_class
+
+    summary_path = run_dir / results.SUMMARY
+    exists = (run_dir / results.CONFIG).is_file()
+    if exists and summary_path.is_file():
+        done = results.read_json(summary_path)
+        budget = 60 * (config.max_minutes or math.inf)
+        if (done.get("train_seconds", 0.0) >= budget or done.get("epochs", 0) >= config.epochs
+                or done.get("status") == "diverged"):
+            return done  # nothing left to train for this budget
+    trainer = trainer_class(config.backend)(config, run_dir, progress=progress)
+    return trainer.fit(resume=exists)
+
+
+def log_likelihood(run_dir: Path, summary: dict[str, Any], iw_samples: int,
+                   device: str) -> tuple[float | None, str]:
+    """The run's test log-likelihood (IWAE, ``iw_samples``) or, with none, its test ELBO."""
+    if iw_samples > 0:
+        evaluation_path = run_dir / results.EVALUATION
+        if evaluation_path.is_file():
+            saved = results.read_json(evaluation_path)
+            if (saved.get("iw_samples") == iw_samples and saved.get("epochs") == summary.get("epochs")
+                    and saved.get("test_log_likelihood") is not None):
+                return saved["test_log_likelihood"], f"log-likelihood ({iw_samples} samples)"
+        from ppl_dgm.evaluate import evaluate_run
+
+        record = evaluate_run(run_dir, iw_samples=iw_samples, device=device, progress=False)
+        return record.get("test_log_likelihood"), f"log-likelihood ({iw_samples} samples)"
+    return summary.get("test_elbo"), "test ELBO (a lower bound on the log-likelihood)"
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    """Mean, sample standard deviation (None for one value), min and max."""
+    arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if len(arr) == 0:
+        return {"n": 0, "mean": None, "std": None, "min": None, "max": None}
+    return {"n": int(len(arr)), "mean": float(arr.mean()),
+            "std": float(arr.std(ddof=1)) if len(arr) > 1 else None,
+            "min": float(arr.min()), "max": float(arr.max())}
+
+
+def curve(run_dir: Path, metric: str) -> tuple[list[float], list[float]]:
+    """Epochs and the per-epoch figure of a run's history (the test error recorded for learning
+    curves, or the validation ELBO)."""
+    path = run_dir / results.HISTORY
+    if not path.is_file():
+        return [], []
+    history = results.read_history(path)
+    name = "test_error" if metric == "test_error" else "validation_elbo"
+    if name not in history:
+        return [], []
+    return ([float(e) for e in history["epoch"].values],
+            [float(v) for v in history[name].values])
+
+
+# ------------------------------------------------------------------------------------ report
+def command_line(args: argparse.Namespace) -> str:
+    """The exact command of this call, spelled out with every option that was given."""
+    words = ["ppl-dgm", "reproduce", args.claim, "--minutes", f"{args.minutes:g}",
+             "--device", args.device, "--backend", args.backend, "--out", str(args.out),
+             "--seeds", *[str(s) for s in args.seeds]]
+    if args.models:
+        words += ["--models", *args.models]
+    if args.iw_samples is not None:
+        words += ["--iw-samples", str(args.iw_samples)]
+    if args.dataset:
+        words += ["--dataset", args.dataset]
+    if args.data_dir:
+        words += ["--data-dir", str(args.data_dir)]
+    for item in args.set or []:
+        words += ["--set", item]
+    for item in args.config or []:
+        words += ["--config", item]
+    return shlex.join(words)
+
+
+def deviations(claim: Claim, args: argparse.Namespace) -> list[str]:
+    out = []
+    if args.dataset and args.dataset != claim.dataset:
+        out.append(f"data set {args.dataset} instead of {claim.dataset}")
+    out += [f"--set {item}" for item in args.set or []]
+    out += [f"--config {item}" for item in args.config or []]
+    if args.models and tuple(args.models) != claim.models:
+        out.append(f"models {', '.join(args.models)} only")
+    return out
+
+
+def _fmt(value: float | None, metric: str) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.2f}%" if metric == "test_error" else f"{value:.2f}"
+
+
+def write_report(out: Path, claim: Claim, report: dict[str, Any]) -> None:
+    """``report.json``, ``report.md`` and ``learning_curves.png`` in ``out``."""
+    from ppl_dgm.plots import plot_learning_curves
+
+    metric = claim.metric
+    curves = {f"{r['model']} seed {r['seed']}": curve(Path(r["run_dir"]), metric)
+              for r in report["runs"]}
+    paper_lines = {m: PAPER[m][0] for m in report["models"] if m in PAPER}
+    ylabel = ("test error (per epoch)" if metric == "test_error"
+              else "validation ELBO, nats (paper: test log-likelihood)")
+    plot_learning_curves(curves, out / CURVES, ylabel=ylabel, reference=paper_lines,
+                         title=f"{claim.name}: {claim.summary}")
+    results.write_json(out / REPORT_JSON, report)
+    lines = [f"# ppl-dgm reproduce {claim.name}", "", f"Claim: {claim.summary}.", "",
+             f"Setting: data set {report['dataset']}, "
+             + (f"{claim.labels} labels, " if claim.labels else "")
+             + f"{report['minutes']:g} minutes of training per run, device {report['device']}, "
+               f"seeds {', '.join(str(s) for s in report['seeds'])}.", ""]
+    if report["deviations"]:
+        lines += ["**Not the paper's setting**: " + "; ".join(report["deviations"]) + ".", ""]
+    lines += [f"Figure: {report['figure']}.", "",
+              "| model | backend | runs | epochs | minutes | final (each seed) | mean | std | "
+              "paper | gap to paper |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for model, row in report["results"].items():
+        each = ", ".join(_fmt(v, metric) for v in row["values"])
+        std = row["spread"]["std"]
+        std_text = "-" if std is None else (f"{100 * std:.2f}%" if metric == "test_error"
+                                            else f"{std:.2f}")
+        gap = row["gap_to_paper"]
+        gap_text = "-" if gap is None else (f"{100 * gap:+.2f} points" if metric == "test_error"
+                                            else f"{gap:+.2f} nats")
+        lines.append(f"| {model} | {row['backend']} | {row['spread']['n']} | "
+                     f"{', '.join(str(e) for e in row['epochs'])} | "
+                     f"{', '.join(f'{m:.2f}' for m in row['minutes'])} | {each} | "
+                     f"{_fmt(row['spread']['mean'], metric)} | {std_text} | "
+                     f"{_fmt(row['paper'], metric)} | {gap_text} |")
+    kl_rows = [(model, row["kl_a"]) for model, row in report["results"].items() if row.get("kl_a")]
+    if kl_rows:
+        lines += ["", "KL(a) at the last epoch (nats; an inactive auxiliary variable has ~0): "
+                  + "; ".join(f"{m}: {', '.join(f'{v:.2f}' for v in kls)}" for m, kls in kl_rows)]
+    if report.get("ordering") is not None:
+        order = report["ordering"]
+        lines += ["", f"Paper's ordering ({' better than '.join(order['expected'])}): "
+                  f"{'shows' if order['holds'] else 'does not show'} in these runs."]
+    lines += ["", "Paper's figures (reported by the papers, not measured here):"]
+    lines += [f"- {m}: {_fmt(PAPER[m][0], metric)}"
+              + (f" ± {_fmt(PAPER[m][1], metric)}" if PAPER[m][1] else "") + f" — {PAPER[m][2]}"
+              for m in report["models"] if m in PAPER]
+    lines += ["", f"Learning curves: [{CURVES}]({CURVES}) (the paper's number as a dashed line).",
+              "", "Commands (each call continues the same runs):", ""]
+    lines += [f"    {c['command']}    # {c['time']}" for c in report["commands"]]
+    lines += ["", f"Environment: {report['environment']}", ""]
+    results.atomic_write(out / REPORT_MD, lambda tmp: Path(tmp).write_text("\n".join(lines)))
+
+
+def reproduce(args: argparse.Namespace) -> dict[str, Any]:
+    """Train or continue every run of the claim, then write the report; returns ``report.json``."""
+    if args.claim not in CLAIMS:
+        raise UserError(f"unknown claim {args.claim!r}", f"choose one of {list(CLAIMS)}")
+    claim = CLAIMS[args.claim]
+    models = claim_models(claim)
+    if args.models:
+        unknown = [m for m in args.models if m not in models]
+        if unknown:
+            raise UserError(f"the claim {claim.name} has no model {unknown}", f"use {list(models)}")
+        models = tuple(args.models)
+    if not (isinstance(args.minutes, float | int) and math.isfinite(args.minutes)
+            and args.minutes > 0):
+        raise UserError(f"--minutes must be a positive number (got {args.minutes!r})", "e.g. 60")
+    if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
+        raise UserError(f"--seeds must be distinct numbers >= 0 (got {args.seeds})", "e.g. 0 1 2")
+    device = choose_device(args.device)
+    out = Path(args.out or Path("runs") / "reproduce" / claim.name)
+    out.mkdir(parents=True, exist_ok=True)
+    from ppl_dgm.threads import apply_threads, default_threads
+
+    apply_threads(default_threads())  # before the trainers import torch or JAX
+    previous = results.read_json(out / REPORT_JSON) if (out / REPORT_JSON).is_file() else {}
+    commands = list(previous.get("commands", []))
+    commands.append({"command": command_line(args), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                     "minutes": args.minutes})
+    iw = args.iw_samples if args.iw_samples is not None else (5000 if device.startswith("cuda")
+                                                             else 0)
+    runs, rows = [], {}
+    figure = "test error" if claim.metric == "test_error" else ""
+    for model in models:
+        backend = choose_backend(args.backend, device, model)
+        row: dict[str, Any] = {"backend": backend, "values": [], "epochs": [], "minutes": [],
+                               "run_dirs": [], "kl_a": []}
+        for seed in args.seeds:
+            config = run_config(claim, model, backend, device, seed, args.minutes, args)
+            run_dir = out / RUNS / f"{model}-{backend}-seed{seed}"
+            summary = train_run(config, run_dir, progress=not args.no_progress)
+            if claim.metric == "test_error":
+                value = summary.get("test_error")
+            else:
+                value, figure = log_likelihood(run_dir, summary, iw, device)
+            kl = summary.get("kl") or {}
+            if "a" in kl:
+                row["kl_a"].append(float(kl["a"]))
+            row["values"].append(value)
+            row["epochs"].append(summary.get("epochs"))
+            row["minutes"].append(summary.get("train_seconds", 0.0) / 60)
+            row["run_dirs"].append(str(run_dir))
+            runs.append({"model": model, "seed": seed, "backend": backend, "run_dir": str(run_dir),
+                         "value": value, "epochs": summary.get("epochs"),
+                         "status": summary.get("status", "finished")})
+        row["spread"] = spread(row["values"])
+        paper = PAPER.get(model)
+        row["paper"] = paper[0] if paper else None
+        row["paper_spread"] = paper[1] if paper else None
+        row["source"] = paper[2] if paper else None
+        mean = row["spread"]["mean"]
+        row["gap_to_paper"] = None if paper is None or mean is None else mean - paper[0]
+        rows[model] = row
+    ordering = None
+    expected = [m for m in claim.order if m in rows]
+    if len(expected) > 1 and all(rows[m]["spread"]["mean"] is not None for m in expected):
+        means = [rows[m]["spread"]["mean"] for m in expected]
+        better = (lambda a, b: a < b) if claim.metric == "test_error" else (lambda a, b: a > b)
+        ordering = {"expected": expected, "means": means,
+                    "holds": all(better(a, b) for a, b in zip(means, means[1:], strict=False))}
+    report = {
+        "claim": claim.name, "summary": claim.summary, "metric": claim.metric, "figure": figure,
+        "dataset": args.dataset or claim.dataset, "labels": claim.labels, "device": device,
+        "minutes": args.minutes, "seeds": list(args.seeds), "models": list(models),
+        "deviations": deviations(claim, args), "results": rows, "runs": runs,
+        "ordering": ordering, "commands": commands,
+        "paper": {m: {"value": PAPER[m][0], "spread": PAPER[m][1], "source": PAPER[m][2]}
+                  for m in models if m in PAPER},
+        "environment": {k: v for k, v in results.environment(device).items()},
+    }
+    write_report(out, claim, report)
+    return report
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    report = reproduce(args)
+    out = Path(args.out or Path("runs") / "reproduce" / args.claim)
+    for model, row in report["results"].items():
+        mean = row["spread"]["mean"]
+        print(f"{model}: {report['figure']} {_fmt(mean, report['metric'])} over "
+              f"{row['spread']['n']} run(s); paper {_fmt(row['paper'], report['metric'])}")
+    print(f"report: {out / REPORT_MD}")
+    return 0
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``reproduce`` on the ``ppl-dgm`` sub-command parsers."""
+    parser = subparsers.add_parser(
+        "reproduce", help="run a paper's claim within a time budget and write a report",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("claim", help=f"one of {', '.join(CLAIMS)}")
+    parser.add_argument("--minutes", type=float, required=True,
+                        help="training time of every run (model x seed); a larger value on the "
+                             "same --out continues the runs")
+    parser.add_argument("--device", default="auto",
+                        help="auto (cuda when a GPU is present, else cpu), cpu, cuda or cuda:N "
+                             "(default auto)")
+    parser.add_argument("--backend", default="auto", choices=["auto", "pyro", "numpyro"],
+                        help="default auto: numpyro on a GPU, pyro on a CPU")
+    parser.add_argument("--out", default=None, help="report folder (default runs/reproduce/CLAIM)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="seeds of the labelled subset and the runs (default 0)")
+    parser.add_argument("--models", nargs="+", default=None,
+                        help="a subset of the claim's models (default: all of them)")
+    parser.add_argument("--iw-samples", type=int, default=None,
+                        help="importance samples of the log-likelihood claims (default 5000 on a "
+                             "GPU, 0 on a CPU: the test ELBO is reported)")
+    parser.add_argument("--dataset", default=None,
+                        help="another data set (smoke tests; marked as a deviation in the report)")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder holding the data (else $PPL_DGM_DATA, then the user cache)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a network hyperparameter (a deviation)")
+    parser.add_argument("--config", action="append", metavar="KEY=VALUE",
+                        help="override a training setting, e.g. steps_per_epoch=10 (a deviation; "
+                             "epochs may grow on a later call)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=cmd_reproduce)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ppl_dgm.reproduce ...`` (the same as ``ppl-dgm reproduce ...``)."""
+    from ppl_dgm.cli import main as cli_main
+
+    return cli_main(["reproduce", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

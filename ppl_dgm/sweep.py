@@ -1,0 +1,479 @@
+"""``ppl-dgm sweep``: a grid of ordinary training runs (seeds x labels x ...) and their aggregate.
+
+    ppl-dgm sweep m2 --seeds 0-4 --labels 20,100 --dataset digits --epochs 60 --workers 2 --out runs/sw
+
+Each point of the grid is an ordinary run directory, ``OUT/labels100/seed3`` (``OUT/seed3`` when only
+seeds are swept; ``OUT/labels100-lr0.001/seed3`` with ``--grid lr=0.001,0.0003``), trained by
+``ppl-dgm train`` in its own process with ``--threads`` CPU threads (default 1: one job per core, one
+thread each). The runs are executed by an existing engine: a pool of ``--workers`` local worker
+processes (``concurrent.futures``) by default, or a Ray cluster with ``--ray ADDRESS`` (``pip install
+'ppl-dgm[ray]'``; every node must see ``--out``, e.g. on a shared file system, and have ppl-dgm
+installed). Each attempt's output goes to ``RUN/train.log``.
+
+A run that fails (non-zero exit, killed) is reported and retried ``--retries`` times (default once),
+continuing from its checkpoint (``--resume``) when it left one. A run that still fails is reported
+again, stays in the aggregate as missing values with ``status = "failed"``, and makes the sweep exit
+with status 6 (:data:`ppl_dgm.errors.EXIT_RUNS_FAILED`; 1 is kept for bugs): no run is silently
+dropped. Calling the same sweep again skips the finished runs
+(those with a ``summary.json``), resumes interrupted ones and runs the others; the options of the
+runs (everything but the seeds, the swept values, ``--workers``, ``--ray``, ``--retries`` and
+``--threads``) must be those of the first call.
+
+The aggregate, written when the runs are done:
+
+* ``OUT/sweep.nc``: an xarray Dataset with a ``seed`` dimension and one per swept option (``labels``,
+  each ``--grid`` key): every number of the runs' ``summary.json`` (``test_error``, ``test_elbo``,
+  ``seconds_per_epoch``, ...), the per-epoch records of ``history.nc`` as ``history_<name>`` with an
+  ``epoch`` dimension, ``status`` (``ok``/``failed``) and ``attempts``;
+* ``OUT/sweep.csv`` and ``OUT/sweep.md``: per grid point and number, the mean and standard deviation
+  over seeds (``ddof=1``, as the papers' "mean ± std"), the number of runs it includes, min and max;
+* ``OUT/sweep.json``: the sweep's options, each run's status, attempts, exit codes and wall seconds,
+  and the sweep's wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ppl_dgm import results
+from ppl_dgm.errors import EXIT_RUNS_FAILED
+from ppl_dgm.threads import thread_environment, validate_threads
+
+SWEEP_JSON = "sweep.json"
+SWEEP_NC = "sweep.nc"
+LOG = "train.log"
+# how a run is started: ``python -m ppl_dgm.cli train ...`` with the python of the worker
+TRAIN_COMMAND = ["-m", "ppl_dgm.cli", "train"]
+# numbers of summary.json reported in sweep.md / sweep.csv (those present), in this order
+TABLE_METRICS = ("test_error", "test_error_at_best_validation", "test_sequence_error", "test_elbo",
+                 "epochs", "seconds_per_epoch")
+# options of `ppl-dgm train` the sweep sets itself
+OWN_FLAGS = ("seed", "labels", "threads")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``0-4`` -> 0..4, ``0,3,7`` -> those, ``0-2,10`` -> 0, 1, 2, 10 (each seed once, in order)."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            low, sep, high = part.strip().partition("-")
+            values = range(int(low), int(high) + 1) if sep else [int(low)]
+            if sep and int(high) < int(low):
+                raise ValueError
+            seeds += [s for s in values if s not in seeds]
+    except ValueError:
+        raise ValueError(f"--seeds {text!r} is not a list of seeds: write e.g. 0-4 or 0,3,7") from None
+    if not seeds or min(seeds) < 0:
+        raise ValueError(f"--seeds {text!r}: seeds are whole numbers >= 0 (e.g. 0-4)")
+    return seeds
+
+
+def _values(text: str, flag: str) -> list[Any]:
+    from ppl_dgm.config import parse_value
+
+    values = [parse_value(v.strip()) for v in text.split(",") if v.strip()]
+    if not values:
+        raise ValueError(f"{flag} {text!r} lists no values: write e.g. 20,100")
+    if len(set(map(str, values))) != len(values):
+        raise ValueError(f"{flag} {text!r} repeats a value")
+    return values
+
+
+@dataclass
+class Run:
+    """One point of the grid: its coordinates (seed last), directory and command arguments."""
+
+    name: str
+    coords: dict[str, Any]
+    path: Path
+    args: list[str]
+    status: str = "pending"
+    attempts: int = 0
+    exit_codes: list[int] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    def finished(self) -> bool:
+        return (self.path / results.SUMMARY).is_file()
+
+
+def _label(name: str, value: Any) -> str:
+    return f"{name}{json.dumps(value) if not isinstance(value, str) else value}".replace(" ", "")
+
+
+def plan(model: str, seeds: list[int], swept: dict[str, list[Any]], hparam_keys: set[str],
+         fixed: list[str], out: Path) -> list[Run]:
+    """The runs of the grid: every combination of the swept values (``swept``: option -> values, an
+    option in ``hparam_keys`` is a ``--set``) with every seed."""
+    runs = []
+    names = list(swept)
+    for combo in itertools.product(*(swept[n] for n in names)):
+        point = dict(zip(names, combo, strict=True))
+        folder = out / "-".join(_label(n, v) for n, v in point.items()) if point else out
+        for seed in seeds:
+            args = [model, "--seed", str(seed)]
+            for name, value in point.items():
+                text = value if isinstance(value, str) else json.dumps(value)
+                if name in hparam_keys:
+                    args += ["--set", f"{name}={text}"]
+                else:
+                    args += ["--" + name.replace("_", "-"), text]
+            path = folder / f"seed{seed}"
+            runs.append(Run(str(path.relative_to(out)), {**point, "seed": seed}, path,
+                            args + fixed + ["--out", str(path)]))
+    return runs
+
+
+def run_command(args: list[str], log: str, threads: int, cwd: str) -> tuple[int, float]:
+    """Run ``python -m ppl_dgm.cli train ARGS`` (this worker's python) with ``threads`` CPU threads;
+    output appended to ``log``. Returns the exit code and the wall seconds."""
+    env = thread_environment(threads)  # the variables torch and XLA read when they start
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with open(log, "a") as f:
+        f.write(f"\n$ python {' '.join(TRAIN_COMMAND + args)}\n")
+        f.flush()
+        code = subprocess.call([sys.executable, *TRAIN_COMMAND, *args], stdout=f,
+                               stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    return code, time.perf_counter() - started
+
+
+class _LocalEngine:
+    """``--workers`` local worker processes: each ``run_command`` starts one ``ppl-dgm train``."""
+
+    def __init__(self, workers: int) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=workers)
+
+    def submit(self, *args: Any) -> Future:
+        return self.pool.submit(run_command, *args)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+class _RayEngine:
+    """A Ray cluster: each run is a Ray task holding ``threads`` CPUs."""
+
+    def __init__(self, address: str, threads: int) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ValueError("--ray needs Ray, which is not installed: pip install 'ppl-dgm[ray]' "
+                             "(or run without --ray for local worker processes)") from None
+        self.ray = ray
+        ray.init(address=address, ignore_reinit_error=True)
+        self.task = ray.remote(num_cpus=max(threads, 1))(run_command)
+
+    def submit(self, *args: Any) -> Future:
+        return self.task.remote(*args).future()
+
+    def close(self) -> None:
+        self.ray.shutdown()
+
+
+def execute(runs: list[Run], engine: Any, threads: int, retries: int,
+            say: Any = print) -> None:
+    """Run every unfinished run on ``engine``; a failed attempt is reported and retried (from its
+    checkpoint when it left one) up to ``retries`` times. Sets each run's status."""
+    cwd = os.getcwd()
+    pending: dict[Future, Run] = {}
+
+    def start(run: Run) -> None:
+        args = list(run.args)
+        if (run.path / results.CHECKPOINT).exists() or (run.path / "checkpoint.pkl").exists():
+            args.append("--resume")
+        run.attempts += 1
+        run.status = "running"
+        pending[engine.submit(args, str(run.path / LOG), threads, cwd)] = run
+
+    for run in runs:
+        if run.finished():
+            run.status = "ok"
+        else:
+            start(run)
+    while pending:
+        done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+        for future in done:
+            run = pending.pop(future)
+            try:
+                code, seconds = future.result()
+            except Exception as err:  # the engine lost the task (e.g. a Ray node died)
+                code, seconds = -1, float("nan")
+                say(f"ppl-dgm sweep: run {run.name}: the engine lost it ({err})", file=sys.stderr)
+            run.exit_codes.append(code)
+            run.seconds.append(seconds)
+            if code == 0 and run.finished():
+                run.status = "ok"
+                say(f"finished {run.name} in {seconds:.1f} s")
+                continue
+            again = run.attempts <= retries
+            resume = (run.path / results.CHECKPOINT).exists() or (run.path / "checkpoint.pkl").exists()
+            say(f"ppl-dgm sweep: run {run.name} failed (exit code {code}, attempt {run.attempts}); "
+                f"log: {run.path / LOG}; " + (("retrying from its checkpoint" if resume else
+                                                 "retrying from the start") if again else
+                                                "giving up: it is recorded as failed"),
+                file=sys.stderr)
+            if again:
+                start(run)
+            else:
+                run.status = "failed"
+
+
+def aggregate(runs: list[Run], dims: list[str], attrs: dict[str, Any]):
+    """The runs as one xarray Dataset with dims ``dims + ["seed"]`` (see the module docstring)."""
+    import xarray as xr
+
+    parts = []
+    for run in runs:
+        index = {name: [run.coords[name]] for name in [*dims, "seed"]}
+        part = xr.Dataset({"status": ((), run.status), "attempts": ((), run.attempts)})
+        if run.finished():
+            summary = results.read_json(run.path / results.SUMMARY)
+            for key, value in summary.items():  # its numbers (seed and labels are coordinates)
+                if (isinstance(value, int | float) and not isinstance(value, bool)
+                        and key not in index):
+                    part[key] = ((), float(value))
+            if (run.path / results.HISTORY).is_file():
+                history = results.read_history(run.path / results.HISTORY)
+                part = part.merge(history.rename({v: f"history_{v}" for v in history.data_vars})
+                                  .drop_attrs(), compat="override")
+        parts.append(part.expand_dims(index))
+    ds = xr.merge(parts, join="outer", compat="no_conflicts", combine_attrs="drop")
+    ds["status"] = ds["status"].fillna("missing").astype(str)
+    ds.attrs = {k: v if isinstance(v, str | int | float) else json.dumps(v) for k, v in attrs.items()}
+    return ds
+
+
+def table(ds, dims: list[str]):
+    """Mean, std (ddof=1), number of runs, min and max over seeds of the summary numbers, per grid
+    point: a pandas DataFrame with columns ``dims + [metric, mean, std, n, min, max]``."""
+    import pandas as pd
+
+    rows = []
+    points = itertools.product(*(ds[d].values.tolist() for d in dims)) if dims else [()]
+    for point in points:
+        sel = ds.sel(dict(zip(dims, point, strict=True))) if dims else ds
+        for metric in TABLE_METRICS:
+            if metric not in sel:
+                continue
+            values = sel[metric].values.astype(float)
+            values = values[np.isfinite(values)]
+            n = len(values)
+            rows.append({**dict(zip(dims, point, strict=True)), "metric": metric,
+                         "mean": values.mean() if n else np.nan,
+                         "std": values.std(ddof=1) if n > 1 else np.nan, "n": n,
+                         "min": values.min() if n else np.nan, "max": values.max() if n else np.nan})
+    return pd.DataFrame(rows, columns=[*dims, "metric", "mean", "std", "n", "min", "max"])
+
+
+def _markdown(frame, dims: list[str], runs: list[Run], heading: str) -> str:
+    lines = [f"# {heading}", "", "Mean ± standard deviation over seeds (ddof = 1); n: runs included. "
+             "Errors in percent.", ""]
+    metrics = [m for m in TABLE_METRICS if m in set(frame["metric"])]
+    lines.append("| " + " | ".join([*dims, *metrics, "n"]) + " |")
+    lines.append("|" + " --- |" * (len(dims) + len(metrics) + 1))
+    groups = frame.groupby(dims, sort=False) if dims else [((), frame)] if len(frame) else []
+    for point, group in groups:
+        point = point if isinstance(point, tuple) else (point,)
+        cells = [str(v) for v in point]
+        for metric in metrics:
+            row = group[group["metric"] == metric].iloc[0]
+            scale = 100.0 if "error" in metric else 1.0
+            digits = 2 if "error" in metric or "elbo" in metric else 3
+            mean = row["mean"] * scale
+            std = row["std"] * scale
+            cells.append("–" if not np.isfinite(mean) else
+                         f"{mean:.{digits}f} ± {std:.{digits}f}" if np.isfinite(std) else
+                         f"{mean:.{digits}f}")
+        cells.append(str(int(group["n"].max())))
+        lines.append("| " + " | ".join(cells) + " |")
+    failed = [run for run in runs if run.status != "ok"]
+    if failed:
+        lines += ["", "Runs without a result (kept in sweep.nc as missing values):", ""]
+        lines += [f"- {run.name}: {run.status} after {run.attempts} attempt(s), exit codes "
+                  f"{run.exit_codes}" for run in failed]
+    retried = [run for run in runs if run.status == "ok" and run.attempts > 1]
+    if retried:
+        lines += ["", "Retried runs: " + ", ".join(f"{r.name} (exit codes {r.exit_codes})"
+                                                  for r in retried)]
+    return "\n".join(lines) + "\n"
+
+
+def write_aggregate(out: Path, runs: list[Run], dims: list[str], attrs: dict[str, Any]) -> Any:
+    """``sweep.nc``, ``sweep.csv`` and ``sweep.md`` in ``out``; returns the Dataset."""
+    ds = aggregate(runs, dims, attrs)
+    results.atomic_write(out / SWEEP_NC, lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
+    frame = table(ds, dims)
+    results.atomic_write(out / "sweep.csv", lambda tmp: frame.to_csv(tmp, index=False))
+    text = _markdown(frame, dims, runs, f"{attrs.get('model')} sweep: {attrs.get('runs')} runs")
+    results.atomic_write(out / "sweep.md", lambda tmp: Path(tmp).write_text(text))
+    return ds
+
+
+# ----------------------------------------------------------------------------------------- CLI
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """The ``sweep`` command (registered by ``ppl_dgm.cli``)."""
+    from ppl_dgm.cli import TRAIN_FLAGS
+
+    sw = subparsers.add_parser(
+        "sweep", help="a grid of runs (seeds x labels x ...) on local workers or Ray, aggregated",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sw.add_argument("model")
+    sw.add_argument("--seeds", default="0-4", help="seeds to run: 0-4, 0,3,7 or 0-2,10 (default 0-4)")
+    sw.add_argument("--labels", default=None,
+                    help="labelled-set sizes to sweep, e.g. 20,100 (default: the model's, not swept)")
+    sw.add_argument("--grid", action="append", metavar="KEY=V1,V2",
+                    help="another swept option: a train option (lr=0.001,0.0003) or a network "
+                         "hyperparameter (z_dim=16,32); repeatable")
+    sw.add_argument("--workers", type=int, default=1,
+                    help="local worker processes running at once (default 1)")
+    sw.add_argument("--ray", metavar="ADDRESS", default=None,
+                    help="run on the Ray cluster at ADDRESS ('auto', 'ray://host:10001', ...) instead "
+                         "of local workers (needs the ray extra)")
+    sw.add_argument("--threads", type=int, default=1,
+                    help="CPU threads of each run (default 1: one job per core, one thread each)")
+    sw.add_argument("--retries", type=int, default=1,
+                    help="how often a failed run is tried again (default 1)")
+    sw.add_argument("--out", default=None, help="the sweep's folder (default runs/sweep-MODEL-TIME)")
+    for name, kwargs in TRAIN_FLAGS.items():
+        if name not in OWN_FLAGS:
+            sw.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
+                            **{**kwargs, "help": (kwargs.get("help") or "") + " (each run)"})
+    sw.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="a network hyperparameter of every run, e.g. --set z_dim=32")
+    sw.add_argument("--data-option", action="append", metavar="KEY=VALUE",
+                    help="options of the data set (passed to each run)")
+    sw.add_argument("--no-include-labelled", action="store_true",
+                    help="keep the labelled points out of the unlabelled set (each run)")
+    sw.set_defaults(func=cmd_sweep)
+    return sw
+
+
+def _check(args: argparse.Namespace) -> None:
+    for flag, value, low in (("--workers", args.workers, 1), ("--retries", args.retries, 0)):
+        if value < low:
+            raise ValueError(f"{flag} must be >= {low} (got {value})")
+    validate_threads(args.threads)
+
+
+def _validate_runs(args: argparse.Namespace, spec: Any, swept: dict[str, list[Any]],
+                   hparam_keys: set[str]) -> None:
+    """Resolve the configuration of every grid point here, so that a bad option is one error now
+    rather than a failure of every run."""
+    from ppl_dgm.cli import TRAIN_FLAGS, _key_values
+    from ppl_dgm.config import resolve
+
+    base = {name: getattr(args, name) for name in TRAIN_FLAGS if name not in OWN_FLAGS}
+    base["dataset_options"] = _key_values(args.data_option, "--data-option") or None
+    sets = _key_values(args.set, "--set")
+    names = list(swept)
+    for combo in itertools.product(*(swept[n] for n in names)):
+        point = dict(zip(names, combo, strict=True))
+        resolve(spec, {**base, **{k: v for k, v in point.items() if k not in hparam_keys}},
+                {**sets, **{k: v for k, v in point.items() if k in hparam_keys}})
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from ppl_dgm import registry
+    from ppl_dgm.cli import TRAIN_FLAGS
+
+    _check(args)
+    spec = registry.resolve_spec(args.model, args.backend)
+    seeds = parse_seeds(args.seeds)
+    swept: dict[str, list[Any]] = {}
+    if args.labels is not None:
+        swept["labels"] = _values(args.labels, "--labels")
+    hparam_keys: set[str] = set()
+    for item in args.grid or []:
+        key, sep, values = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise ValueError(f"--grid expects KEY=V1,V2, got {item!r}")
+        if key in swept or key in OWN_FLAGS and key != "labels":
+            raise ValueError(f"--grid {key}: sweep it with its own option (--seeds, --labels) or "
+                             "once only")
+        if key not in TRAIN_FLAGS:
+            if key not in spec.hparams:
+                raise ValueError(f"--grid {key}: neither a train option nor a hyperparameter of "
+                                 f"{spec.name} ({sorted(spec.hparams)})")
+            hparam_keys.add(key)
+        if getattr(args, key, None) is not None:
+            raise ValueError(f"--{key.replace('_', '-')} is both fixed and swept (--grid)")
+        swept[key] = _values(values, f"--grid {key}")
+    fixed: list[str] = []
+    for name in TRAIN_FLAGS:
+        if name not in OWN_FLAGS and getattr(args, name) is not None:
+            fixed += ["--" + name.replace("_", "-"), str(getattr(args, name))]
+    for item in args.set or []:
+        fixed += ["--set", item]
+    for item in args.data_option or []:
+        fixed += ["--data-option", item]
+    if args.no_include_labelled:
+        fixed.append("--no-include-labelled")
+    _validate_runs(args, spec, swept, hparam_keys)
+    out = Path(args.out or f"runs/sweep-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+    # what the runs are (compared when the sweep is continued): not how many threads they use
+    options = {"model": args.model, "runs_options": list(fixed), "swept": sorted(swept),
+               "hparams_swept": sorted(hparam_keys)}
+    fixed += ["--no-progress", "--threads", str(args.threads)]
+    record_path = out / SWEEP_JSON
+    if record_path.is_file():
+        before = results.read_json(record_path).get("options", {})
+        if before and before != options:
+            raise ValueError(f"{out} holds a sweep with other options ({before}); continue it with "
+                             "the same options or pick another --out")
+    runs = plan(args.model, seeds, swept, hparam_keys, fixed, out)
+    for run in runs:  # a run directory that belongs to another sweep or run is not overwritten
+        if (run.path / results.CONFIG).is_file() and not record_path.is_file():
+            raise ValueError(f"{run.path} already holds a run not started by this sweep: pick --out")
+    # the engine first: a missing Ray is reported before anything is written
+    engine = _RayEngine(args.ray, args.threads) if args.ray else _LocalEngine(args.workers)
+    out.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {"options": options, "command": sys.argv, "seeds": seeds,
+                              "swept": swept, "workers": args.workers, "ray": args.ray,
+                              "threads": args.threads, "retries": args.retries}
+    results.write_json(record_path, {**record, "status": "running"})
+    skipped = sum(run.finished() for run in runs)
+    print(f"sweep of {len(runs)} runs in {out} ({skipped} finished before, skipped) on "
+          + (f"Ray at {args.ray}" if args.ray else f"{args.workers} local worker(s)")
+          + f", {args.threads} thread(s) each")
+    started = time.perf_counter()
+    try:
+        execute(runs, engine, args.threads, args.retries,
+                say=lambda *a, **k: print(*a, **k, flush=True))
+    finally:
+        engine.close()
+    wall = time.perf_counter() - started
+    dims = list(swept)
+    attrs = {"model": args.model, "runs": len(runs), "options": options, "seeds": seeds}
+    write_aggregate(out, runs, dims, attrs)
+    run_seconds = [s for run in runs for s in run.seconds if np.isfinite(s)]
+    record.update({
+        "status": "done" if all(r.status == "ok" for r in runs) else "incomplete",
+        "wall_seconds": wall, "run_seconds_sum": float(sum(run_seconds)),
+        "runs": {run.name: {"coords": run.coords, "status": run.status, "attempts": run.attempts,
+                            "exit_codes": run.exit_codes, "seconds": run.seconds}
+                 for run in runs},
+        "environment": results.environment("cpu"),
+    })
+    results.write_json(record_path, record)
+    print((out / "sweep.md").read_text())
+    print(f"wall time {wall:.1f} s for {len(run_seconds)} run attempts taking {sum(run_seconds):.1f} s "
+          f"in all; aggregate: {out / SWEEP_NC}")
+    failed = [run.name for run in runs if run.status != "ok"]
+    if failed:
+        print(f"ppl-dgm: error: {len(failed)} run(s) failed after retrying: {', '.join(failed)} "
+              f"(logs: RUN/{LOG})", file=sys.stderr)
+        return EXIT_RUNS_FAILED
+    return 0

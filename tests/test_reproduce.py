@@ -1,0 +1,86 @@
+"""``ppl-dgm reproduce``: the report folder holds the promised files, and a second call with a larger
+budget continues the same run (epochs grow, the first epochs' records are kept) instead of
+restarting it. Smoke setting: digits and tiny networks (listed as deviations in the report)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ppl_dgm import results
+from ppl_dgm.cli import main
+from ppl_dgm.reproduce import CLAIMS, PAPER, available_claims, choose_backend
+
+SMOKE = ["--dataset", "digits", "--set", "hidden=[8]", "--set", "z_dim=4",
+         "--config", "steps_per_epoch=2", "--config", "classify_samples=1",
+         "--config", "validation_size=100", "--device", "cpu", "--backend", "pyro",
+         "--no-progress"]
+
+
+def test_reproduce_writes_the_report_and_continues_with_a_larger_budget(tmp_path):
+    out = tmp_path / "m2"
+    # a budget far below one epoch: the run stops after its first epoch
+    assert main(["reproduce", "m2-mnist100", "--minutes", "0.0001", "--out", str(out),
+                 "--config", "epochs=3", *SMOKE]) == 0
+    for name in ("report.md", "report.json", "learning_curves.png"):
+        assert (out / name).is_file(), name
+    run_dir = out / "runs" / "m2-pyro-seed0"
+    first = results.read_history(run_dir / results.HISTORY)
+    assert list(first["epoch"].values) == [1]
+    report = json.loads((out / "report.json").read_text())
+    assert report["claim"] == "m2-mnist100" and report["metric"] == "test_error"
+    row = report["results"]["m2"]
+    assert row["backend"] == "pyro" and row["epochs"] == [1]
+    assert row["paper"] == PAPER["m2"][0] == 0.1197
+    summary = results.read_json(run_dir / results.SUMMARY)
+    assert row["values"] == [summary["test_error"]]
+    assert row["gap_to_paper"] == pytest.approx(summary["test_error"] - 0.1197)
+    assert "data set digits instead of mnist" in report["deviations"]
+    md = (out / "report.md").read_text()
+    assert "Not the paper's setting" in md and "11.97%" in md and "learning_curves.png" in md
+    assert "ppl-dgm reproduce m2-mnist100 --minutes 0.0001" in md
+
+    # the same budget again: nothing is trained, the report is rewritten
+    assert main(["reproduce", "m2-mnist100", "--minutes", "0.0001", "--out", str(out),
+                 "--config", "epochs=3", *SMOKE]) == 0
+    assert list(results.read_history(run_dir / results.HISTORY)["epoch"].values) == [1]
+
+    # a larger budget continues the run: epochs 2 and 3 follow epoch 1, which is kept as it was
+    assert main(["reproduce", "m2-mnist100", "--minutes", "5", "--out", str(out),
+                 "--config", "epochs=3", *SMOKE]) == 0
+    second = results.read_history(run_dir / results.HISTORY)
+    assert list(second["epoch"].values) == [1, 2, 3]
+    assert float(second["test_error"][0]) == float(first["test_error"][0])
+    assert float(second["seconds"][0]) == float(first["seconds"][0])
+    report = json.loads((out / "report.json").read_text())
+    assert report["results"]["m2"]["epochs"] == [3]
+    assert [c["minutes"] for c in report["commands"]] == [0.0001, 0.0001, 5]
+    assert results.read_json(run_dir / results.CONFIG)["max_minutes"] == 5
+
+
+def test_claims_backends_and_bad_input(tmp_path, capsys):
+    assert set(CLAIMS) >= {"m2-mnist100", "adgm-mnist100", "sdgm-mnist100", "lvae-mnist",
+                           "rnn-spn-sequences", "cagem-mnist"}
+    assert "m2-mnist100" in available_claims()
+    empty = tmp_path / "no-measurements"
+    assert choose_backend("auto", "cuda", "m2", empty) == "numpyro"
+    assert choose_backend("auto", "cpu", "m2", empty) == "pyro"
+    assert choose_backend("pyro", "cuda", "lvae", empty) == "pyro"
+    # a measurement of benchmarks/throughput.py decides where there is one
+    measured = tmp_path / "measured"
+    measured.mkdir()
+    steps = {"m2": {"step_seconds": {"pyro": 0.09, "numpyro": 0.05}},
+             "adgm": {"step_seconds": {"pyro": 0.2, "numpyro": 0.3}}}
+    (measured / "cpu.json").write_text(json.dumps({"per_threads": {"1": {"models": steps}}}))
+    assert choose_backend("auto", "cpu", "m2", measured) == "numpyro"
+    assert choose_backend("auto", "cpu", "adgm", measured) == "pyro"
+    assert choose_backend("auto", "cpu", "lvae", measured) == "pyro"  # not measured
+    assert CLAIMS["lvae-mnist"].models == ("vae", "lvae") and CLAIMS["lvae-mnist"].order
+    for argv, message in ((["reproduce", "m3-mnist", "--minutes", "1"], "unknown claim"),
+                          (["reproduce", "m2-mnist100", "--minutes", "0"], "--minutes"),
+                          (["reproduce", "m2-mnist100", "--minutes", "1", "--config", "seed=3"],
+                           "set by reproduce")):
+        assert main([*argv, "--out", str(tmp_path / "bad")]) != 0
+        err = capsys.readouterr().err
+        assert err.startswith("ppl-dgm: error:") and message in err, err
