@@ -120,8 +120,10 @@ def cmd_models(args: argparse.Namespace) -> int:
         for spec in specs:
             dist = spec.source.get("distribution") or ep.value
             print(f"{spec.name:<10} {spec.backend:<8} {spec.task:<16} {spec.description} [{dist}]")
+    # the hint goes to stderr, so that standard output stays one table row per pair
     print("\n'ppl-dgm models NAME' shows a pair's hyperparameters and training defaults; your own "
-          "pair trains as 'ppl-dgm train path/to/my_pair.py:build' (see ppl_dgm/contract.py)")
+          "pair trains as 'ppl-dgm train path/to/my_pair.py:build' (see ppl_dgm/contract.py)",
+          file=sys.stderr)
     return 0
 
 
