@@ -5,7 +5,7 @@
 # balanced draw of 100 labels and the same validation split), the same training-time budget
 # (--max-minutes 12 of process CPU time, --budget-clock cpu, so that the budgets stay equal
 # while other jobs share the cores; one CPU thread per run, compilation not counted), the same optimiser settings,
-# then IW-5000 with y summed exactly on the same first 1000 test points (binarised once, seed 0);
+# then IW-5000 with y summed exactly on the same first 500 test points (binarised once, seed 0);
 # per-example estimates go to RUN/iw_per_example.nc for paired standard errors.
 # Backend: NumPyro (per step at one thread it was about 4x faster than Pyro here:
 # benchmarks/cagem_step_time.py, 0.31 s against 1.26 s per step on a loaded machine).
