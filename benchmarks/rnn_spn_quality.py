@@ -7,7 +7,7 @@ the registered defaults (RMSprop 5e-4, batch 100, gradient norm clipped at 5). T
 ``summary.json`` and a glimpse figure) to ``--out``.
 
     python benchmarks/rnn_spn_quality.py --epochs 1 --steps-per-epoch 500 \
-        --models rnn-spn cnn-seq ffn-spn --runs /tmp/rnn_spn_runs/main \
+        --models rnn-spn cnn-seq ffn-spn --runs runs/rnn_spn/main \
         --out benchmarks/results/rnn_spn/main
 
 ``--report-only`` tabulates finished runs (e.g. runs continued with ``ppl-dgm train --resume``)

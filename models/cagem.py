@@ -142,15 +142,19 @@ def check_hparams(hparams: Mapping[str, Any], data: Any) -> dict[str, Any]:
     return h
 
 
+def network_kwargs(h: Mapping[str, Any]) -> dict[str, Any]:
+    """The network sizes and options shared by p and q (both backends), from checked hparams."""
+    return dict(z_dims=h["z_dims"], hidden_dims=h["hidden_dims"], activation=str(h["activation"]),
+                batch_norm=bool(h["batch_norm"]), min_scale=float(h["min_scale"]))
+
+
 def build(hparams: Mapping[str, Any], data: Any) -> Pair:
     """The CaGeM pair for ``data`` (``x_dim``, ``n_classes``, ``n_labelled``); ``alpha`` from the
     hparams (the trainer adds it). Keys and defaults: :data:`DEFAULTS`."""
     from ppl_dgm.guides.cagem import CaGeMGuide
 
     h = check_hparams(hparams, data)
-    common = dict(z_dims=h["z_dims"], hidden_dims=h["hidden_dims"],
-                  activation=str(h["activation"]), batch_norm=bool(h["batch_norm"]),
-                  min_scale=float(h["min_scale"]))
+    common = network_kwargs(h)
     p = CaGeMModel(int(data.x_dim), h["n_clusters"], **common)
     q = CaGeMGuide(int(data.x_dim), h["n_clusters"], alpha=float(hparams.get("alpha", 0.0)),
                    classifier_uses_x=bool(h["classifier_uses_x"]), **common)

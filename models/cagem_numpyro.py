@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 
-from ppl_dgm.models.cagem import DEFAULTS, check_hparams
+from ppl_dgm.models.cagem import DEFAULTS, check_hparams, network_kwargs
 from ppl_dgm.models.lvae_numpyro import PAPER_MIN_SCALE, GaussianLayer, kl_scale
 from ppl_dgm.nn.flax_blocks import LogitsMLP, apply, network
 from ppl_dgm.numpyro_pair import NumPyroPair
@@ -84,9 +84,7 @@ def build(hparams: Mapping[str, Any], data: Any) -> NumPyroPair:
     from ppl_dgm.guides.cagem_numpyro import CaGeMGuide
 
     h = check_hparams(hparams, data)
-    common = dict(z_dims=h["z_dims"], hidden_dims=h["hidden_dims"],
-                  activation=str(h["activation"]), batch_norm=bool(h["batch_norm"]),
-                  min_scale=float(h["min_scale"]))
+    common = network_kwargs(h)
     p = CaGeMModel(int(data.x_dim), h["n_clusters"], **common)
     q = CaGeMGuide(int(data.x_dim), h["n_clusters"], alpha=float(hparams.get("alpha", 0.0)),
                    classifier_uses_x=bool(h["classifier_uses_x"]), **common)
