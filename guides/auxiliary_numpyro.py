@@ -112,16 +112,16 @@ class AuxiliaryGuide:
     def __init__(self, x_dim: int, n_classes: int, a_dim: int, z_dim: int, hidden: Sequence[int],
                  activation: str = "relu", batch_norm: bool = False, alpha: float = 0.0,
                  average_y_over_particles: bool = True, num_particles: int = 1,
-                 classification_log_mean: bool = True) -> None:
+                 classification_log_mean: bool = True, weight_init: str = "torch") -> None:
         self.x_dim, self.n_classes, self.a_dim, self.z_dim = x_dim, n_classes, a_dim, z_dim
         self.alpha, self.batch_norm = alpha, batch_norm
         self.average_y_over_particles = bool(average_y_over_particles)
         self.classification_log_mean = bool(classification_log_mean)
         self.num_particles = check_particles(num_particles)
         hidden = tuple(hidden)
-        self.q_a = GaussianMLP(a_dim, hidden, activation, batch_norm)
-        self.q_y = LogitsMLP(n_classes, hidden, activation, batch_norm)
-        self.q_z = GaussianMLP(z_dim, hidden, activation, batch_norm)
+        self.q_a = GaussianMLP(a_dim, hidden, activation, batch_norm, weight_init)
+        self.q_y = LogitsMLP(n_classes, hidden, activation, batch_norm, weight_init)
+        self.q_z = GaussianMLP(z_dim, hidden, activation, batch_norm, weight_init)
 
     def networks(self) -> tuple[Any, Any, Any]:
         """The registered ``(q_a, q_y, q_z)`` applies of the running program."""
@@ -190,4 +190,5 @@ def build_guide(hparams: dict[str, Any], data: Any) -> AuxiliaryGuide:
         average_y_over_particles=hparams.get("average_y_over_particles", True),
         num_particles=hparams.get("num_particles", 1),
         classification_log_mean=hparams.get("classification_log_mean", True),
+        weight_init=hparams.get("weight_init", "torch"),
     )

@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ppl_dgm.guides.auxiliary import build_guide
-from ppl_dgm.nn.torch_blocks import GaussianHead, MultiInputMLP
+from ppl_dgm.nn.torch_blocks import GaussianHead, MultiInputMLP, init_weights
 from ppl_dgm.pair import Pair
 
 
@@ -77,4 +77,6 @@ def network_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
 def build(hparams: dict[str, Any], data: Any) -> Pair:
     """The ADGM pair for ``data`` (needs ``x_dim``, ``n_classes``; ``alpha`` from the hparams)."""
     p = ADGMModel(data.x_dim, data.n_classes, **network_hparams(hparams))
-    return Pair(p, build_guide(hparams, data), max_plate_nesting=1)
+    pair = Pair(p, build_guide(hparams, data), max_plate_nesting=1)
+    init_weights(pair, hparams.get("weight_init", "torch"))
+    return pair

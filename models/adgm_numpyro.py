@@ -41,13 +41,13 @@ class ADGMModel:
 
     def __init__(self, x_dim: int, n_classes: int, a_dim: int, z_dim: int, hidden: Sequence[int],
                  activation: str = "relu", batch_norm: bool = False,
-                 num_particles: int = 1) -> None:
+                 num_particles: int = 1, weight_init: str = "torch") -> None:
         self.x_dim, self.n_classes, self.a_dim, self.z_dim = x_dim, n_classes, a_dim, z_dim
         self.batch_norm = batch_norm
         self.num_particles = check_particles(num_particles)
         hidden = tuple(hidden)
-        self.p_x = LogitsMLP(x_dim, hidden, activation, batch_norm)   # inputs (z, y)
-        self.p_a = GaussianMLP(a_dim, hidden, activation, batch_norm)  # inputs (x, y, z)
+        self.p_x = LogitsMLP(x_dim, hidden, activation, batch_norm, weight_init)   # inputs (z, y)
+        self.p_a = GaussianMLP(a_dim, hidden, activation, batch_norm, weight_init)  # inputs (x, y, z)
 
     def __call__(self, x: jax.Array, y: jax.Array | None = None, *,
                  beta: float | jax.Array = 1.0, train: bool = True) -> None:
@@ -81,7 +81,8 @@ def network_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments shared by the NumPyro ADGM/SDGM generative models."""
     return dict(a_dim=hparams["a_dim"], z_dim=hparams["z_dim"], hidden=list(hparams["hidden"]),
                 activation=hparams["activation"], batch_norm=hparams["batch_norm"],
-                num_particles=hparams.get("num_particles", 1))
+                num_particles=hparams.get("num_particles", 1),
+                weight_init=hparams.get("weight_init", "torch"))
 
 
 def make_pair(p: Any, q: AuxiliaryGuide) -> NumPyroPair:

@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from ppl_dgm.guides.auxiliary import build_guide
 from ppl_dgm.models.adgm import network_hparams
-from ppl_dgm.nn.torch_blocks import GaussianHead, MultiInputMLP
+from ppl_dgm.nn.torch_blocks import GaussianHead, MultiInputMLP, init_weights
 from ppl_dgm.pair import Pair
 
 
@@ -70,4 +70,6 @@ class SDGMModel(nn.Module):
 def build(hparams: dict[str, Any], data: Any) -> Pair:
     """The SDGM pair for ``data`` (needs ``x_dim``, ``n_classes``; ``alpha`` from the hparams)."""
     p = SDGMModel(data.x_dim, data.n_classes, **network_hparams(hparams))
-    return Pair(p, build_guide(hparams, data), max_plate_nesting=1)
+    pair = Pair(p, build_guide(hparams, data), max_plate_nesting=1)
+    init_weights(pair, hparams.get("weight_init", "torch"))
+    return pair

@@ -36,13 +36,13 @@ class SDGMModel:
 
     def __init__(self, x_dim: int, n_classes: int, a_dim: int, z_dim: int, hidden: Sequence[int],
                  activation: str = "relu", batch_norm: bool = False,
-                 num_particles: int = 1) -> None:
+                 num_particles: int = 1, weight_init: str = "torch") -> None:
         self.x_dim, self.n_classes, self.a_dim, self.z_dim = x_dim, n_classes, a_dim, z_dim
         self.batch_norm = batch_norm
         self.num_particles = check_particles(num_particles)
         hidden = tuple(hidden)
-        self.p_a = GaussianMLP(a_dim, hidden, activation, batch_norm)  # inputs (z, y)
-        self.p_x = LogitsMLP(x_dim, hidden, activation, batch_norm)   # inputs (a, z, y)
+        self.p_a = GaussianMLP(a_dim, hidden, activation, batch_norm, weight_init)  # inputs (z, y)
+        self.p_x = LogitsMLP(x_dim, hidden, activation, batch_norm, weight_init)   # inputs (a, z, y)
 
     def __call__(self, x: jax.Array, y: jax.Array | None = None, *,
                  beta: float | jax.Array = 1.0, train: bool = True) -> None:

@@ -66,6 +66,10 @@ TRAIN_FLAGS: dict[str, dict[str, Any]] = {
     "classify_samples": dict(type=int, help="samples averaged by the classifier at evaluation"),
     "eval_batch_size": dict(type=int, help="points per evaluation batch (lower it when memory is short)"),
     "free_bits": dict(type=float, help="free bits per latent site (unsupervised models)"),
+    "weight_prior_std": dict(type=float, help="std of a N(0, std^2) prior on every weight matrix, "
+                                              "scaled by 1/N as the ADGM/SDGM authors (0: none)"),
+    "scan_steps": dict(type=int, help="NumPyro: optimiser steps compiled together with lax.scan "
+                                      "(0 or 1: one step at a time)"),
     "max_minutes": dict(type=float, help="stop after the epoch that passes this training time"),
     "budget_clock": dict(choices=["wall", "cpu"],
                          help="the clock of --max-minutes: wall time, or the process's CPU time "

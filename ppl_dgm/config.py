@@ -25,6 +25,14 @@ class TrainConfig:
     ``lr_decay`` multiplies the learning rate every ``lr_decay_every`` epochs, not below ``min_lr``.
     ``free_bits`` > 0 (unsupervised models) holds each latent site's KL at or above that many nats
     (Kingma et al. 2016; ``ppl_dgm.infer.free_bits``), an option beside warm-up.
+    ``weight_prior_std`` > 0 puts the prior N(0, std^2) on every weight matrix (parameters with two
+    or more dimensions; not biases or batch-norm parameters), as the ADGM/SDGM authors' code does
+    with std 1: the objective per data point gains -log p(theta) / N (N: the training points), whose
+    gradient theta / (std^2 N) is added before clipping. The recorded loss is the negative ELBO
+    without it. 0 (default): no prior (maximum likelihood in theta).
+    ``scan_steps`` > 1 (NumPyro backend): that many optimiser steps run as one compiled program
+    (``lax.scan`` over the steps' batches; the same updates as one step at a time, and a stop
+    signal is answered between chunks); 0 or 1: one compiled step at a time.
     ``max_minutes`` ends training after the first epoch at which that much training time has been
     spent (equal-budget comparisons); the run is then evaluated as usual. ``budget_clock`` says which
     time: ``"wall"`` (elapsed seconds of the epochs' steps) or ``"cpu"`` (the process's CPU seconds
@@ -78,6 +86,8 @@ class TrainConfig:
     classify_samples: int = 1
     validate: bool = False
     free_bits: float = 0.0
+    weight_prior_std: float = 0.0
+    scan_steps: int = 0
     max_minutes: float | None = None
     budget_clock: str = "wall"
     threads: int | None = None
@@ -165,6 +175,8 @@ _DOMAINS: dict[str, tuple[str, float | None, bool, float | None, bool, bool]] = 
     "eval_batch_size": ("int", 1, True, None, False, False),
     "classify_samples": ("int", 1, True, None, False, False),
     "free_bits": ("float", 0, True, None, False, False),
+    "weight_prior_std": ("float", 0, True, None, False, False),
+    "scan_steps": ("int", 0, True, None, False, False),
     "max_minutes": ("float", 0, False, None, False, True),
     "threads": ("int", 0, True, None, False, True),
 }

@@ -162,11 +162,11 @@ register(ModelSpec(
 # Clipping as in their code: the global gradient norm to 5 first, then every element to [-1, 1].
 _AUX_HPARAMS = {"a_dim": 100, "z_dim": 100, "hidden": [500, 500], "activation": "relu",
                 "batch_norm": True, "average_y_over_particles": True,
-                "classification_log_mean": True}
+                "classification_log_mean": True, "weight_init": "torch"}
 _AUX_TRAIN = {"lr": 3e-4, "adam_betas": (0.9, 0.999), "lr_decay": 0.75, "lr_decay_every": 200,
               "min_lr": 3e-5, "clip_norm": 5.0, "clip_value": 1.0, "clip_order": "norm_then_value",
               "batch_size": 100, "labelled_batch_size": 100, "warmup_epochs": 0.0,
-              "classify_samples": 100}
+              "classify_samples": 100, "weight_prior_std": 0.0}
 
 register(ModelSpec(
     name="adgm",

@@ -34,6 +34,14 @@ REFUSED = {
 }
 
 
+# NumPyro: every pair accepts or refuses every objective as above, and trains a few steps on this
+# covering subset (every accepted objective and every pair at least once): each training case
+# compiles an SVI step (20-50 s on two cores), so the full cross would cost minutes of the suite.
+NUMPYRO_TRAINED = {("m2", "trace_enum"), ("m2", "trace_graph"), ("adgm", "trace_graph"),
+                   ("sdgm", "trace_enum"), ("cagem", "trace_enum"), ("vae", "trace"),
+                   ("vae", "renyi:0.5:2"), ("vae", "iwae:2"), ("lvae", "trace_meanfield")}
+
+
 def tiny(hparams: dict) -> dict:
     """Every size of the registered defaults cut to at most 4 (same structure)."""
     def cut(v):
@@ -99,6 +107,8 @@ def test_numpyro_objective_matrix(spec, objective, tmp_path):
         assert not any(tmp_path.iterdir())
         return
     assert expected in (False, None), f"{spec.name}/{objective} was not refused"
+    if (spec.name, objective) not in NUMPYRO_TRAINED and expected is not None:
+        return  # accepted; its training is covered by the same objective on another pair
     before = trainer.svi.get_params(trainer.svi_state)
     losses = [float(trainer.train_step(idx_l, idx_u)[0]) for idx_l, idx_u in trainer._batches()]
     after = trainer.svi.get_params(trainer.svi_state)

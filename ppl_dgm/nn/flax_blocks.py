@@ -35,18 +35,45 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
         raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}") from None
 
 
-def dense(features: int, fan_in: int, use_bias: bool = True, name: str | None = None) -> nn.Dense:
-    """``nn.Dense`` initialised as ``torch.nn.Linear``: weights and bias ~ U(+-1/sqrt(fan_in)).
+WEIGHT_INITS = ("torch", "glorot")
+# activations whose hidden layers get Glorot's ReLU gain sqrt(2) (as torch_blocks.init_weights)
+_RELU_GAIN = ("relu", "leaky_relu", "softplus", "elu")
+SMALL_STD = 1e-3  # the ADGM/SDGM authors' N(0, 1e-3^2) for biases and Gaussian heads
 
-    Both backends then start from the same distribution of networks (flax's default LeCun-normal
-    weights and zero biases would be a second difference between them).
+
+def dense(features: int, fan_in: int, use_bias: bool = True, name: str | None = None,
+          init: str = "torch", gain: float = 1.0) -> nn.Dense:
+    """``nn.Dense`` initialised as ``torch.nn.Linear`` (``init="torch"``): weights and bias
+    ~ U(+-1/sqrt(fan_in)); both backends then start from the same distribution of networks (flax's
+    default LeCun-normal weights and zero biases would be a second difference between them).
+
+    ``init="glorot"``: Glorot-normal weights with ``gain`` and N(0, 1e-3^2) biases; ``"small"``:
+    weights and biases N(0, 1e-3^2). These are ``torch_blocks.init_weights(..., "glorot")``'s rules
+    (the ADGM/SDGM authors' Lasagne initialisation), applied by the blocks below.
     """
-    bound = 1.0 / math.sqrt(fan_in)
+    if init == "torch":
+        bound = 1.0 / math.sqrt(fan_in)
 
-    def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
+        def uniform(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
+            return jax.random.uniform(key, shape, dtype, -bound, bound)
 
-    return nn.Dense(features, use_bias=use_bias, kernel_init=init, bias_init=init, name=name)
+        kernel_init = bias_init = uniform
+    elif init == "glorot":
+        kernel_init = nn.initializers.variance_scaling(gain ** 2, "fan_avg", "normal")
+        bias_init = nn.initializers.normal(SMALL_STD)
+    elif init == "small":
+        kernel_init = bias_init = nn.initializers.normal(SMALL_STD)
+    else:
+        raise ValueError(f"weight_init must be one of {WEIGHT_INITS} (got {init!r})")
+    return nn.Dense(features, use_bias=use_bias, kernel_init=kernel_init, bias_init=bias_init,
+                    name=name)
+
+
+def _hidden_init(init: str, act: str) -> dict[str, Any]:
+    """``dense`` keywords of a hidden layer under the block's ``init``."""
+    if init == "glorot":
+        return {"init": "glorot", "gain": math.sqrt(2.0) if act in _RELU_GAIN else 1.0}
+    return {"init": init}
 
 
 def batch_norm(train: bool, name: str | None = None) -> nn.BatchNorm:
@@ -72,20 +99,23 @@ class MultiInputMLP(nn.Module):
     hidden: Sequence[int]
     act: str = "relu"
     batch_norm: bool = False
+    weight_init: str = "torch"
 
     @nn.compact
     def __call__(self, *inputs: jax.Array, train: bool = True) -> jax.Array:
         if not self.hidden:
             raise ValueError("MultiInputMLP needs at least one hidden layer")
         f = activation(self.act)
-        h = dense(self.hidden[0], inputs[0].shape[-1], name="input_0")(inputs[0])
+        how = _hidden_init(self.weight_init, self.act)
+        h = dense(self.hidden[0], inputs[0].shape[-1], name="input_0", **how)(inputs[0])
         for i, u in enumerate(inputs[1:], start=1):
-            h = h + dense(self.hidden[0], u.shape[-1], use_bias=False, name=f"input_{i}")(u)
+            h = h + dense(self.hidden[0], u.shape[-1], use_bias=False, name=f"input_{i}",
+                          **how)(u)
         if self.batch_norm:
             h = batch_norm(train, name="bn_0")(h)
         h = f(h)
         for i, width in enumerate(self.hidden[1:], start=1):
-            h = dense(width, h.shape[-1], name=f"dense_{i}")(h)
+            h = dense(width, h.shape[-1], name=f"dense_{i}", **how)(h)
             if self.batch_norm:
                 h = batch_norm(train, name=f"bn_{i}")(h)
             h = f(h)
@@ -106,13 +136,15 @@ class GaussianHead(nn.Module):
     batch_norm: bool = False
     min_scale: float = 0.0
     variance: str = "exp"
+    weight_init: str = "torch"
 
     @nn.compact
     def __call__(self, h: jax.Array, train: bool = True) -> tuple[jax.Array, jax.Array]:
         if self.variance not in ("exp", "softplus"):
             raise ValueError(f"variance must be 'exp' or 'softplus' (got {self.variance!r})")
-        loc = dense(self.out_dim, h.shape[-1], name="loc")(h)
-        logvar = dense(self.out_dim, h.shape[-1], name="logvar")(h)
+        how = "small" if self.weight_init == "glorot" else self.weight_init
+        loc = dense(self.out_dim, h.shape[-1], name="loc", init=how)(h)
+        logvar = dense(self.out_dim, h.shape[-1], name="logvar", init=how)(h)
         if self.batch_norm:
             loc = batch_norm(train, name="loc_bn")(loc)
             logvar = batch_norm(train, name="logvar_bn")(logvar)
@@ -132,11 +164,13 @@ class LogitsMLP(nn.Module):
     hidden: Sequence[int]
     act: str = "relu"
     batch_norm: bool = False
+    weight_init: str = "torch"
 
     @nn.compact
     def __call__(self, *inputs: jax.Array, train: bool = True) -> jax.Array:
-        h = MultiInputMLP(self.hidden, self.act, self.batch_norm, name="mlp")(*inputs, train=train)
-        return dense(self.out_dim, h.shape[-1], name="logits")(h)
+        h = MultiInputMLP(self.hidden, self.act, self.batch_norm, self.weight_init, name="mlp")(
+            *inputs, train=train)
+        return dense(self.out_dim, h.shape[-1], name="logits", init=self.weight_init)(h)
 
 
 class GaussianMLP(nn.Module):
@@ -147,11 +181,13 @@ class GaussianMLP(nn.Module):
     hidden: Sequence[int]
     act: str = "relu"
     batch_norm: bool = False
+    weight_init: str = "torch"
 
     @nn.compact
     def __call__(self, *inputs: jax.Array, train: bool = True) -> tuple[jax.Array, jax.Array]:
-        h = MultiInputMLP(self.hidden, self.act, self.batch_norm, name="mlp")(*inputs, train=train)
-        return GaussianHead(self.out_dim, name="head")(h)
+        h = MultiInputMLP(self.hidden, self.act, self.batch_norm, self.weight_init, name="mlp")(
+            *inputs, train=train)
+        return GaussianHead(self.out_dim, weight_init=self.weight_init, name="head")(h)
 
 
 def network(name: str, module: nn.Module, *example_inputs: jax.Array,

@@ -61,6 +61,7 @@ class MultiInputMLP(nn.Module):
         super().__init__()
         if not hidden:
             raise ValueError("MultiInputMLP needs at least one hidden layer")
+        self.act = act
         self.inputs = nn.ModuleList(
             nn.Linear(d, hidden[0], bias=(i == 0)) for i, d in enumerate(in_dims)
         )
@@ -124,3 +125,40 @@ class GaussianHead(nn.Module):
         if self.min_scale > 0:
             scale = scale + self.min_scale
         return loc, scale
+
+
+WEIGHT_INITS = ("torch", "glorot")
+# activations whose hidden layers get Glorot's ReLU gain sqrt(2) (Lasagne's GlorotNormal("relu"),
+# which the ADGM/SDGM authors choose for rectify and softplus)
+_RELU_GAIN = ("relu", "leaky_relu", "softplus", "elu")
+
+
+def init_weights(module: nn.Module, scheme: str = "torch", small_std: float = 1e-3) -> None:
+    """Re-initialise every ``nn.Linear`` of ``module`` by ``scheme``.
+
+    - ``"torch"``: leave PyTorch's default (weights and biases ~ U(+-1/sqrt(fan_in))).
+    - ``"glorot"``: the ADGM/SDGM authors' Lasagne initialisation: weights of hidden layers
+      (:class:`MultiInputMLP`) Glorot-normal with the ReLU gain sqrt(2) (gain 1 for ``tanh``), the
+      Gaussian heads' mean and log-variance layers (:class:`GaussianHead`) N(0, ``small_std``^2),
+      other output layers (logits) Glorot-normal with gain 1, every bias N(0, ``small_std``^2). A
+      new Gaussian head thus starts at N(0, I) for every input.
+    """
+    if scheme not in WEIGHT_INITS:
+        raise ValueError(f"weight_init must be one of {WEIGHT_INITS} (got {scheme!r})")
+    if scheme == "torch":
+        return
+    heads = {id(lin) for m in module.modules() if isinstance(m, GaussianHead)
+             for lin in (m.loc, m.logvar)}
+    gains = {id(lin): (nn.init.calculate_gain("relu") if m.act in _RELU_GAIN else 1.0)
+             for m in module.modules() if isinstance(m, MultiInputMLP)
+             for lin in m.modules() if isinstance(lin, nn.Linear)}
+    with torch.no_grad():
+        for m in module.modules():
+            if not isinstance(m, nn.Linear):
+                continue
+            if id(m) in heads:
+                nn.init.normal_(m.weight, 0.0, small_std)
+            else:
+                nn.init.xavier_normal_(m.weight, gain=gains.get(id(m), 1.0))
+            if m.bias is not None:
+                nn.init.normal_(m.bias, 0.0, small_std)

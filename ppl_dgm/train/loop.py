@@ -33,6 +33,7 @@ from pyro.infer import (
 from ppl_dgm import contract, registry, results
 from ppl_dgm.config import TrainConfig
 from ppl_dgm.data import binarize_static
+from ppl_dgm.errors import UserError
 from ppl_dgm.infer import objectives
 from ppl_dgm.infer.annealing import LinearWarmup
 from ppl_dgm.infer.diagnostics import active_units, site_kl
@@ -140,6 +141,16 @@ def clip_gradients(params: list[torch.Tensor], config: TrainConfig) -> torch.Ten
     return norm
 
 
+def add_weight_prior(params: list[torch.Tensor], std: float, n_train: int) -> None:
+    """Add the gradient of -log N(W; 0, std^2) / ``n_train`` (W / (std^2 N)) to the gradient of
+    every weight matrix (two or more dimensions) in ``params``: ``TrainConfig.weight_prior_std``."""
+    if std <= 0:
+        return
+    weights = [p for p in params if p.grad is not None and p.dim() >= 2]
+    if weights:
+        torch._foreach_add_([p.grad for p in weights], weights, alpha=1.0 / (std ** 2 * n_train))
+
+
 def gradient_norm(params: list[torch.Tensor]) -> torch.Tensor:
     """The global 2-norm of the gradients of ``params`` (a device scalar: no synchronisation)."""
     grads = [p.grad for p in params if p.grad is not None]
@@ -155,6 +166,9 @@ class Trainer(EpochLoop):
     :class:`~ppl_dgm.train.common.EpochLoop` (the epochs, records and summary)."""
 
     def __init__(self, config: TrainConfig, run_dir: str | Path, progress: bool = True) -> None:
+        if config.scan_steps > 1:
+            raise UserError("--scan-steps compiles NumPyro steps together; the Pyro backend runs "
+                            "one step at a time", "omit --scan-steps, or add --backend numpyro")
         self.config = config
         self.run_dir = Path(run_dir)
         self.progress = progress
@@ -267,6 +281,7 @@ class Trainer(EpochLoop):
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         params = list(self.pair.parameters())
+        add_weight_prior(params, self.config.weight_prior_std, len(self.x_train))
         norm = clip_gradients(params, self.config)
         if norm is None:
             norm = gradient_norm(params)

@@ -125,9 +125,12 @@ def learning_rate(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
     return schedule
 
 
-def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+def make_optimizer(config: TrainConfig, steps_per_epoch: int,
+                   n_train: int = 1) -> optax.GradientTransformation:
     """Adam (``adam_betas``) or RMSprop through optax, after the clipping of ``clip_value`` and
-    ``clip_norm`` in the order ``clip_order``."""
+    ``clip_norm`` in the order ``clip_order``; before the clipping, with ``weight_prior_std`` > 0,
+    the gradient W / (std^2 ``n_train``) of the weight prior on every parameter with two or more
+    dimensions (as the Pyro trainer's ``add_weight_prior``)."""
     lr = learning_rate(config, steps_per_epoch)
     if config.optimizer == "adam":
         opt = optax.adam(lr, b1=config.adam_betas[0], b2=config.adam_betas[1])
@@ -142,6 +145,10 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
     if getattr(config, "clip_order", "value_then_norm") == "norm_then_value":  # as clip_gradients
         clips.reverse()
     clips = [c for c in clips if c is not None]
+    if config.weight_prior_std > 0:
+        clips.insert(0, optax.add_decayed_weights(
+            1.0 / (config.weight_prior_std ** 2 * n_train),
+            mask=lambda params: jax.tree_util.tree_map(lambda p: jnp.ndim(p) >= 2, params)))
     return optax.chain(*clips, opt) if clips else opt
 
 
@@ -200,7 +207,8 @@ class NumPyroTrainer(EpochLoop):
         self.schedule = learning_rate(config, self.steps_per_epoch)
         # pairs that vectorise their particles inside the programs need one ELBO particle
         elbo_particles = 1 if self.pair.particles_in_program else config.num_particles
-        optimizer = optax_to_numpyro(make_optimizer(config, self.steps_per_epoch))
+        optimizer = optax_to_numpyro(make_optimizer(config, self.steps_per_epoch,
+                                                    len(self.x_train)))
         x = self.data.x_train.reshape(len(self.data.x_train), -1)
         init_args: tuple
         if self.task == "semi-supervised":
@@ -236,9 +244,11 @@ class NumPyroTrainer(EpochLoop):
         else:  # traced, not compiled: sets SVI's constrain_fn; the values come from a checkpoint
             self.svi_state = jax.eval_shape(init, *init_args)
         self.warmup = LinearWarmup(round(config.warmup_epochs * self.steps_per_epoch))
-        self._step_fn = jax.jit({"semi-supervised": self._train_step,
-                                 "unsupervised": self._train_step_unsupervised,
-                                 "supervised": self._train_step_supervised}[self.task])
+        self._step_raw = {"semi-supervised": self._train_step,
+                          "unsupervised": self._train_step_unsupervised,
+                          "supervised": self._train_step_supervised}[self.task]
+        self._step_fn = jax.jit(self._step_raw)
+        self._scan_fn = jax.jit(self._scan_steps)
         self._classify = jax.jit(self.pair.classify, static_argnames="num_samples")
         # the pair's own kind of ELBO: Trace_ELBO (the same value, cheaper to compile) without y
         self._elbo = jax.jit(partial(elbo_per_example, self.pair,
@@ -330,6 +340,40 @@ class NumPyroTrainer(EpochLoop):
         """One SVI step on a labelled batch of the training set (intensities; ``step`` and
         ``beta`` are unused: no binarisation, no latent site)."""
         return self.svi.update(svi_state, x_train[idx], y_train[idx])
+
+    def _scan_steps(self, svi_state: Any, *args: jax.Array) -> tuple[Any, jax.Array]:
+        """Several SVI steps in one compiled program: ``lax.scan`` of the training step over the
+        stacked per-step arguments (the index batches, step numbers and betas; the data arrays,
+        the first one or two of ``args``, are shared). Returns the state and the steps' losses."""
+        n_shared = 1 if self.task == "unsupervised" else 2
+        shared, per_step = args[:n_shared], args[n_shared:]
+
+        def body(state: Any, xs: tuple[jax.Array, ...]) -> tuple[Any, jax.Array]:
+            return self._step_raw(state, *shared, *xs)
+
+        return jax.lax.scan(body, svi_state, per_step)
+
+    def _stacked_args(self, batches: list[tuple[Any, np.ndarray]]) -> tuple:
+        """The arguments of :meth:`_scan_steps` for ``batches``, from step ``self.step`` on (the
+        warm-up's betas drawn here, as :meth:`train_step` draws them)."""
+        steps = np.arange(self.step, self.step + len(batches))
+        tail = (jnp.asarray(np.stack([u for _, u in batches]), jnp.int32),
+                jnp.asarray(steps, jnp.int32),
+                jnp.asarray([self.warmup(int(t)) for t in steps], jnp.float32))
+        if self.task == "unsupervised":
+            return (self.x_train, *tail)
+        if self.task == "supervised":
+            return (self.x_train, self.y_train, *tail)
+        return (self.x_train, self.y_train,
+                jnp.asarray(np.stack([lab for lab, _ in batches]), jnp.int32), *tail)
+
+    def train_steps(self, batches: list[tuple[Any, np.ndarray]]) -> tuple[jax.Array, list[float]]:
+        """``len(batches)`` optimiser steps compiled together (``TrainConfig.scan_steps``); the
+        same updates as that many :meth:`train_step` calls. Returns the (device) losses and betas."""
+        betas = [self.warmup(self.step + i) for i in range(len(batches))]
+        self.svi_state, losses = self._scan_fn(self.svi_state, *self._stacked_args(batches))
+        self.step += len(batches)
+        return losses, betas
 
     def _step_args(self, idx_l: np.ndarray | None, idx_u: np.ndarray, step: int,
                    beta: float) -> tuple:
@@ -469,19 +513,32 @@ class NumPyroTrainer(EpochLoop):
         """One epoch of SVI steps (the rest of it after a mid-epoch checkpoint); the mean loss and
         beta over all the epoch's steps (raises if the loss is not finite)."""
         progress = self.begin_epoch()
-        # the losses (device scalars: no synchronisation per step) and betas of the steps done
+        # the losses (device values: no synchronisation per step) and betas of the steps done
         losses = progress["stats"].setdefault("losses", [])
         betas = progress["stats"].setdefault("betas", [])
-        for idx_l, idx_u in self.epoch_batches():
-            loss, beta = self.train_step(idx_l, idx_u)
-            losses.append(loss)
-            betas.append(beta)
-            progress["steps_done"] += 1
-            bar.update(1)
-            if len(losses) % 10 == 0:
-                bar.set_postfix(loss=f"{float(loss):.2f}", beta=f"{beta:.2f}")
+        chunk = self.config.scan_steps
+        batches = self.epoch_batches()
+        while True:
+            left = self.steps_per_epoch - progress["steps_done"]
+            if chunk > 1 and left >= chunk:  # ``chunk`` steps compiled together
+                chunk_losses, chunk_betas = self.train_steps(
+                    [next(batches) for _ in range(chunk)])
+                losses.extend(chunk_losses)
+                betas.extend(chunk_betas)
+                done = chunk
+            elif left > 0:  # one compiled step (also the rest of an epoch after the chunks)
+                loss, beta = self.train_step(*next(batches))
+                losses.append(loss)
+                betas.append(beta)
+                done = 1
+            else:
+                next(batches, None)  # the epoch's batches are exhausted: ends its record
+                break
+            progress["steps_done"] += done
+            bar.update(done)
             self.check_stop()
         mean_loss = self._mean_loss(losses)
+        bar.set_postfix(loss=f"{mean_loss:.2f}", beta=f"{betas[-1]:.2f}")
         return {"loss": mean_loss, "beta": float(np.mean(betas))}
 
     def _mean_loss(self, losses: list[Any]) -> float:

@@ -28,6 +28,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ppl_dgm.config import TrainConfig
+from ppl_dgm.errors import UserError
 from ppl_dgm.train.numpyro_loop import NumPyroTrainer, resolve_device
 
 # positions of the index batches in NumPyroTrainer._step_args(...) per task
@@ -45,6 +46,9 @@ class ShardedNumPyroTrainer(NumPyroTrainer):
 
     def __init__(self, config: TrainConfig, run_dir: str | Path, progress: bool = True,
                  initialise: bool = True) -> None:
+        if config.scan_steps > 1:
+            raise UserError("--scan-steps is not available with the batch sharded over devices",
+                            "omit --scan-steps (or set it to 0)")
         self.mesh = batch_mesh(resolve_device(config.device).platform)
         self.replicated = NamedSharding(self.mesh, P())
         self.batch_sharding = NamedSharding(self.mesh, P("batch"))
