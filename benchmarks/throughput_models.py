@@ -454,10 +454,12 @@ def child(args: argparse.Namespace) -> None:
     import pyro
     import torch
 
-    from ppl_dgm.threads import threads_in_use
+    from ppl_dgm.threads import start_xla, threads_in_use
 
     if args.threads[0] > 0:
         torch.set_num_threads(args.threads[0])
+    if not args.no_numpyro and args.device == "cpu":
+        start_xla(args.threads[0])  # XLA's pool sized for the thread count, as a NumPyro run
     pyro.enable_validation(False)
     torch.manual_seed(0)
     models: dict[str, Any] = {}

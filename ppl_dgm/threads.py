@@ -85,6 +85,50 @@ def apply_threads(threads: int) -> int:
     return threads
 
 
+def start_xla(threads: int) -> None:
+    """Create JAX's CPU backend now, its thread pool sized for ``threads`` (0: leave it to XLA).
+
+    XLA's CPU client runs the independent operations of a program concurrently on a pool of threads
+    (``tf_XLAEigen``) even with ``--xla_cpu_multi_thread_eigen=false``, and sizes that pool by the
+    CPUs the process may use when the client is created: measured, a ``--threads 1`` NumPyro run kept
+    two cores busy. So for ``threads`` below the CPUs available the creating thread is confined to
+    ``threads`` of them while the client starts, then every thread of the process gets the full set
+    back (the pool keeps its size; the OS still places its threads on any core). Does nothing when
+    JAX has already created a backend, and on systems without ``sched_setaffinity``.
+    """
+    if threads <= 0 or _jax_started() or not hasattr(os, "sched_setaffinity"):
+        return
+    full = os.sched_getaffinity(0)
+    if threads >= len(full):
+        return
+    os.sched_setaffinity(0, set(sorted(full)[:threads]))
+    try:
+        import jax
+
+        jax.devices("cpu")  # creates the CPU client and its pool
+    finally:
+        for task in os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else [0]:
+            try:
+                os.sched_setaffinity(int(task), full)
+            except OSError:  # a thread that has ended
+                pass
+
+
+def xla_pool_threads() -> int | None:
+    """The threads of XLA's CPU pool in this process (Linux ``/proc``; ``None`` elsewhere)."""
+    tasks = "/proc/self/task"
+    if not os.path.isdir(tasks):
+        return None
+    count = 0
+    for task in os.listdir(tasks):
+        try:
+            with open(os.path.join(tasks, task, "comm")) as f:
+                count += "XLAEigen" in f.read()
+        except OSError:
+            continue
+    return count
+
+
 def _jax_started() -> bool:
     """Whether JAX has created a backend (after which XLA_FLAGS is no longer read)."""
     bridge = sys.modules.get("jax._src.xla_bridge")
@@ -96,4 +140,5 @@ def threads_in_use() -> dict[str, object]:
     torch = sys.modules.get("torch")
     return {"torch_threads": torch.get_num_threads() if torch is not None else None,
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-            "xla_flags": os.environ.get("XLA_FLAGS")}
+            "xla_flags": os.environ.get("XLA_FLAGS"),
+            "xla_pool_threads": xla_pool_threads() if _jax_started() else None}

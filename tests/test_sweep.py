@@ -1,8 +1,11 @@
 """``ppl-dgm sweep``: a grid of runs on local worker processes, retried when killed, aggregated;
 ``--threads``."""
 
+import json
 import os
 import statistics
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -12,7 +15,7 @@ import xarray as xr
 from ppl_dgm import results, sweep
 from ppl_dgm.cli import main
 from ppl_dgm.errors import EXIT_RUNS_FAILED
-from ppl_dgm.threads import SINGLE_THREAD_XLA, _xla_flags, apply_threads
+from ppl_dgm.threads import SINGLE_THREAD_XLA, _xla_flags, apply_threads, thread_environment
 
 # `python crash_once.py MARKER train ...`: the run of seed 1 kills itself (SIGKILL) right after the
 # records of its first epoch, once (MARKER remembers it); every other run trains normally
@@ -146,3 +149,24 @@ def test_train_rejects_negative_threads(tmp_path, capsys):
     assert main(["train", "m2", "--threads", "-1", "--out", str(tmp_path / "r")]) == 2
     assert "--threads" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_one_thread_gives_xla_a_pool_of_one(tmp_path):
+    """XLA sizes its CPU pool by the CPUs usable when its client starts: ``start_xla(1)`` (what a
+    NumPyro trainer calls with ``--threads 1``) makes it one thread, then gives every thread of the
+    process all CPUs back. A fresh interpreter: this process's JAX has started long ago."""
+    pytest.importorskip("jax")
+    code = ("import os, json; from ppl_dgm.threads import start_xla, xla_pool_threads; "
+            "full = os.sched_getaffinity(0); start_xla(1); import jax, jax.numpy as jnp; "
+            "jax.block_until_ready(jax.jit(lambda a: (a @ a).sum())(jnp.ones((64, 64)))); "
+            "tasks = os.listdir('/proc/self/task'); "
+            "print(json.dumps({'pool': xla_pool_threads(), 'cpus': len(full), 'restored': "
+            "all(os.sched_getaffinity(int(t)) == full for t in tasks)}))")
+    if not hasattr(os, "sched_getaffinity") or not os.path.isdir("/proc/self/task"):
+        pytest.skip("needs Linux (sched_setaffinity and /proc)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, **thread_environment(1)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["restored"], got
+    assert got["pool"] == 1 or (got["cpus"] == 1 and got["pool"] <= 1), got

@@ -62,6 +62,7 @@ from ppl_dgm.infer.numpyro_objectives import (
 from ppl_dgm.infer.objective_names import BACKEND_OBJECTIVES
 from ppl_dgm.infer.objective_names import check as check_objective
 from ppl_dgm.numpyro_pair import NumPyroPair
+from ppl_dgm.threads import start_xla
 from ppl_dgm.train.common import (
     TEST_BINARIZATION_SEED,
     VALIDATION_SEED,
@@ -165,6 +166,7 @@ class NumPyroTrainer(EpochLoop):
                  initialise: bool = True) -> None:
         """``initialise=False`` skips drawing (and compiling) the initial parameters: the SVI
         state is then only its structure until :meth:`load_checkpoint` (see :func:`load_run`)."""
+        start_xla(config.threads or 0)  # XLA's thread pool sized for --threads (ppl_dgm.threads)
         self.config = config
         self.run_dir = Path(run_dir)
         self.progress = progress

@@ -6,6 +6,9 @@
 #   glorot         + the authors' initialisation (--set weight_init=glorot)
 #   glorot_prior   + the authors' N(0, 1) prior on the weights (--config weight_prior_std=1)
 #   authors        + no batch normalisation (the authors' run_mnist.py: batchnorm=False)
+# and two on the registered recipe (the best of the four):
+#   warmup         + KL warm-up over 5 epochs (--config warmup_epochs=5; beta scales a, y and z)
+#   particles5     + 5 samples of a per step (--config num_particles=5; 5x the step's work)
 # Predictions average 10 samples of a during training (the registered 100 afterwards, below).
 # Run from the repository root; MNIST is read from $PPL_DGM_DATA (default ../shared/data).
 #   MINUTES=8 bash benchmarks/results/adgm_kl/commands.sh
@@ -25,9 +28,11 @@ uptime > "$OUT/uptime-start.txt"
 arm defaults --set weight_init=torch & arm glorot --set weight_init=glorot & wait
 arm glorot_prior --set weight_init=glorot --config weight_prior_std=1 &
 arm authors --set weight_init=glorot --config weight_prior_std=1 --set batch_norm=false & wait
+arm warmup --set weight_init=torch --config warmup_epochs=5 &
+arm particles5 --set weight_init=torch --config num_particles=5 & wait
 uptime > "$OUT/uptime-end.txt"
 # the registered 100-sample test error of every arm (the authors' figure), one at a time
-for name in defaults glorot glorot_prior authors; do
+for name in defaults glorot glorot_prior authors warmup particles5; do
     ppl-dgm evaluate "$OUT/$name/runs/adgm-numpyro-seed0" --classify-samples 100 --iw-samples 0 \
         > "$OUT/$name.evaluate.log" 2>&1
 done
