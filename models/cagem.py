@@ -46,19 +46,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ppl_dgm.models.lvae import PAPER_MIN_SCALE, GaussianMLP, kl_scale
+from ppl_dgm.models.common import CAGEM_DEFAULTS as DEFAULTS
+from ppl_dgm.models.common import PAPER_MIN_SCALE
+from ppl_dgm.models.common import cagem_network_kwargs as network_kwargs
+from ppl_dgm.models.common import check_cagem_hparams as check_hparams
+from ppl_dgm.models.lvae import GaussianMLP, kl_scale
 from ppl_dgm.nn.torch_blocks import MLP
 from ppl_dgm.pair import Pair
 
-DEFAULTS: dict[str, Any] = {
-    "z_dims": [32, 16],
-    "hidden_dims": [256, 128],
-    "activation": "leaky_relu",
-    "batch_norm": True,
-    "min_scale": PAPER_MIN_SCALE,
-    "n_clusters": None,
-    "classifier_uses_x": True,
-}
+__all__ = ["DEFAULTS", "CaGeMModel", "build", "check_hparams", "network_kwargs"]
 
 
 class CaGeMModel(nn.Module):
@@ -106,46 +102,6 @@ class CaGeMModel(nn.Module):
         z2 = torch.randn(n, self.z_dims[1], device=device)
         loc, scale = self.p_z1(z2, F.one_hot(y.to(device), self.n_clusters).float())
         return torch.sigmoid(self.logits(self.decoder(dist.Normal(loc, scale).sample())))
-
-
-def check_hparams(hparams: Mapping[str, Any], data: Any) -> dict[str, Any]:
-    """The hyperparameters with defaults filled in and K resolved (``h["n_clusters"]``).
-
-    ``data`` needs ``n_classes`` and ``n_labelled`` (0: unsupervised). With labels K is the number
-    of classes (``n_clusters`` must then be unset or equal to it); without, ``n_clusters`` (default:
-    the number of classes), at least the number of classes. Backend-neutral (the NumPyro twin uses it).
-    """
-    hparams = {k: v for k, v in hparams.items() if k not in ("alpha", "num_particles")}
-    unknown = set(hparams) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown CaGeM hyperparameters {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    h = {**DEFAULTS, **hparams}
-    if len(h["z_dims"]) != 2 or len(h["hidden_dims"]) != 2:
-        raise ValueError(f"CaGeM has two stochastic layers: z_dims and hidden_dims need two sizes "
-                         f"each (got {list(h['z_dims'])}, {list(h['hidden_dims'])})")
-    if min(*h["z_dims"], *h["hidden_dims"]) < 1:
-        raise ValueError("CaGeM layer sizes must be positive")
-    n_classes, k = int(data.n_classes), h["n_clusters"]
-    if getattr(data, "n_labelled", 0) > 0:
-        if k not in (None, n_classes):
-            raise ValueError(f"with labels CaGeM has one cluster per class ({n_classes}); drop "
-                             f"--set n_clusters={k} or train with --labels 0")
-        k = n_classes
-    else:
-        k = n_classes if k is None else int(k)
-        if k < n_classes:
-            raise ValueError(f"--set n_clusters={k}: an unsupervised CaGeM needs at least as many "
-                             f"clusters as classes ({n_classes})")
-    h["n_clusters"] = k
-    h["z_dims"] = [int(d) for d in h["z_dims"]]
-    h["hidden_dims"] = [int(d) for d in h["hidden_dims"]]
-    return h
-
-
-def network_kwargs(h: Mapping[str, Any]) -> dict[str, Any]:
-    """The network sizes and options shared by p and q (both backends), from checked hparams."""
-    return dict(z_dims=h["z_dims"], hidden_dims=h["hidden_dims"], activation=str(h["activation"]),
-                batch_norm=bool(h["batch_norm"]), min_scale=float(h["min_scale"]))
 
 
 def build(hparams: Mapping[str, Any], data: Any) -> Pair:

@@ -25,8 +25,11 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 
-from ppl_dgm.models.cagem import DEFAULTS, check_hparams, network_kwargs
-from ppl_dgm.models.lvae_numpyro import PAPER_MIN_SCALE, GaussianLayer, kl_scale
+from ppl_dgm.models.common import CAGEM_DEFAULTS as DEFAULTS
+from ppl_dgm.models.common import PAPER_MIN_SCALE
+from ppl_dgm.models.common import cagem_network_kwargs as network_kwargs
+from ppl_dgm.models.common import check_cagem_hparams as check_hparams
+from ppl_dgm.models.lvae_numpyro import GaussianLayer, kl_scale
 from ppl_dgm.nn.flax_blocks import LogitsMLP, apply, network
 from ppl_dgm.numpyro_pair import NumPyroPair
 

@@ -32,12 +32,13 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from ppl_dgm.models.common import (
+    PAPER_MIN_SCALE,  # the paper's variance floor, as a scale floor
+    check_lvae_hparams,
+    lvae_layer_kwargs,
+)
 from ppl_dgm.nn.torch_blocks import MLP, GaussianHead, MultiInputMLP
 from ppl_dgm.pair import Pair
-
-#: The paper's variance floor (about 1e-5), expressed as the floor on the standard deviation that
-#: :class:`~ppl_dgm.nn.torch_blocks.GaussianHead` adds (scale >= min_scale, so var >= 1e-5).
-PAPER_MIN_SCALE = 1e-5 ** 0.5
 
 
 def kl_scale(beta: float) -> contextlib.AbstractContextManager:
@@ -157,37 +158,22 @@ class LVAEModel(nn.Module):
         return torch.sigmoid(self.logits(self.decoder(z)))
 
 
-DEFAULTS: dict[str, Any] = {
-    "z_dims": [64, 32, 16, 8, 4],
-    "hidden_dims": [512, 256, 128, 64, 32],
-    "activation": "leaky_relu",
-    "batch_norm": True,
-    "min_scale": PAPER_MIN_SCALE,
-    "guide": "ladder",
-    "share_top_down": True,
-}
 
 
 def build(hparams: Mapping[str, Any], data: Any) -> Pair:
     """The LVAE model and the guide ``hparams["guide"]`` (``"ladder"`` or ``"hierarchical"``).
 
-    ``hparams`` keys (defaults in :data:`DEFAULTS`, the paper's MNIST model): ``z_dims``,
-    ``hidden_dims``, ``activation``, ``batch_norm``, ``min_scale``, ``guide``, ``share_top_down``
+    ``hparams`` keys (defaults: ``ppl_dgm.models.common.LVAE_DEFAULTS``, the paper's MNIST model):
+    ``z_dims``, ``hidden_dims``, ``activation``, ``batch_norm``, ``min_scale``, ``guide``,
+    ``share_top_down``
     (ladder only: the guide's top-down path reuses the model's p(z_i | z_{i+1}) networks, as the
     paper describes; the authors' scripts default to separate networks). ``data`` needs ``x_dim``.
     """
     from ppl_dgm.guides.hierarchical import HierarchicalGuide
     from ppl_dgm.guides.ladder import LadderGuide
 
-    unknown = set(hparams) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown LVAE hyperparameters {sorted(unknown)}; "
-                         f"known: {sorted(DEFAULTS)}")
-    h = {**DEFAULTS, **hparams}
-    z_dims = [int(d) for d in h["z_dims"]]
-    hidden_dims = [int(d) for d in h["hidden_dims"]]
-    common = dict(activation=str(h["activation"]), batch_norm=bool(h["batch_norm"]),
-                  min_scale=float(h["min_scale"]))
+    h = check_lvae_hparams(hparams)
+    z_dims, hidden_dims, common = h["z_dims"], h["hidden_dims"], lvae_layer_kwargs(h)
     p = LVAEModel(int(data.x_dim), z_dims, hidden_dims, **common)
     if h["guide"] == "ladder":
         shared = p.top_down if h["share_top_down"] else None

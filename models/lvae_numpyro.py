@@ -31,22 +31,13 @@ import numpyro.distributions as dist
 from flax import linen as nn
 from numpyro import handlers
 
+from ppl_dgm.models.common import (
+    PAPER_MIN_SCALE,  # the paper's variance floor, as a scale floor
+    check_lvae_hparams,
+    lvae_layer_kwargs,
+)
 from ppl_dgm.nn.flax_blocks import GaussianHead, LogitsMLP, MultiInputMLP, apply, network
 from ppl_dgm.numpyro_pair import NumPyroPair
-
-#: The paper's variance floor (about 1e-5) as a floor on the standard deviation (as in Pyro).
-PAPER_MIN_SCALE = 1e-5 ** 0.5
-
-#: The registered defaults (the paper's MNIST model), the same as ``models/lvae.py``'s.
-DEFAULTS: dict[str, Any] = {
-    "z_dims": [64, 32, 16, 8, 4],
-    "hidden_dims": [512, 256, 128, 64, 32],
-    "activation": "leaky_relu",
-    "batch_norm": True,
-    "min_scale": PAPER_MIN_SCALE,
-    "guide": "ladder",
-    "share_top_down": True,
-}
 
 
 def kl_scale(beta: float | jax.Array) -> contextlib.AbstractContextManager:
@@ -173,23 +164,16 @@ class LVAEModel:
 def build(hparams: Mapping[str, Any], data: Any) -> NumPyroPair:
     """The LVAE model and the guide ``hparams["guide"]`` (``"ladder"`` or ``"hierarchical"``).
 
-    ``hparams`` keys as ``models/lvae.py``'s :func:`build` (defaults in :data:`DEFAULTS`), plus
+    ``hparams`` keys as ``models/lvae.py``'s :func:`build` (defaults:
+    ``ppl_dgm.models.common.LVAE_DEFAULTS``), plus
     ``num_particles``, which the NumPyro trainer adds and this pair ignores (the trainer's ELBO
     draws the particles). ``data`` needs ``x_dim``.
     """
     from ppl_dgm.guides.hierarchical_numpyro import HierarchicalGuide
     from ppl_dgm.guides.ladder_numpyro import LadderGuide
 
-    hparams = {k: v for k, v in hparams.items() if k != "num_particles"}
-    unknown = set(hparams) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown LVAE hyperparameters {sorted(unknown)}; "
-                         f"known: {sorted(DEFAULTS)}")
-    h = {**DEFAULTS, **hparams}
-    z_dims = [int(d) for d in h["z_dims"]]
-    hidden_dims = [int(d) for d in h["hidden_dims"]]
-    common = dict(activation=str(h["activation"]), batch_norm=bool(h["batch_norm"]),
-                  min_scale=float(h["min_scale"]))
+    h = check_lvae_hparams(hparams)
+    z_dims, hidden_dims, common = h["z_dims"], h["hidden_dims"], lvae_layer_kwargs(h)
     p = LVAEModel(int(data.x_dim), z_dims, hidden_dims, **common)
     q: Any
     if h["guide"] == "ladder":

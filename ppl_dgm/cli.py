@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -308,7 +309,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+READER_THREADS_HELP = "CPU threads of torch and XLA (0: every core; default $OMP_NUM_THREADS, else 1)"
+
+
+def _reader_threads(args: argparse.Namespace) -> None:
+    """``--threads`` of evaluate and sample, applied before torch or JAX start working."""
+    threads = default_threads() if args.threads is None else args.threads
+    try:
+        apply_threads(threads)
+    except ValueError as err:
+        raise UserError(str(err), "e.g. --threads 1") from None
+    try:  # a NumPyro run: XLA's pool sized now (the run's own --threads would be used otherwise)
+        backend = json.loads((Path(args.run_dir) / "config.json").read_text()).get("backend")
+    except (OSError, ValueError, AttributeError):
+        backend = None
+    if backend == "numpyro":
+        from ppl_dgm.threads import start_xla
+
+        start_xla(threads)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    _reader_threads(args)
     from ppl_dgm.evaluate import evaluate_run
 
     record = evaluate_run(args.run_dir, iw_samples=args.iw_samples, chunk_size=args.chunk_size,
@@ -322,6 +344,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    _reader_threads(args)
     from ppl_dgm.evaluate import sample_grid
 
     path = sample_grid(args.run_dir, args.output, per_class=args.per_class, device=args.device,
@@ -385,23 +408,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="test error and importance-weighted log-likelihood (either backend)")
-    ev.add_argument("run_dir")
-    ev.add_argument("--iw-samples", type=int, default=5000)
-    ev.add_argument("--chunk-size", type=int, default=500, help="particles per vectorised chunk")
+    ev.add_argument("run_dir", help="a run directory written by train (either backend)")
+    ev.add_argument("--iw-samples", type=int, default=5000,
+                    help="importance samples per test point for log p(x) (0: skip it; default 5000)")
+    ev.add_argument("--chunk-size", type=int, default=500,
+                    help="particles per vectorised chunk (default 500; lower it when memory is short)")
     ev.add_argument("--subset", type=int, default=None,
-                    help="evaluate the first N test points only (log-likelihood)")
+                    help="evaluate the first N test points only (log-likelihood; default all)")
     ev.add_argument("--classify-samples", type=int, default=None,
-                    help="samples averaged by the classifier (e.g. 100 of a for ADGM)")
-    ev.add_argument("--device", default="auto")
-    ev.add_argument("--seed", type=int, default=0)
+                    help="samples averaged by the classifier, e.g. 100 of a for ADGM (default: the "
+                         "run's own)")
+    ev.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
+    ev.add_argument("--threads", type=int, default=None, help=READER_THREADS_HELP)
     ev.set_defaults(func=cmd_evaluate)
 
     sa = sub.add_parser("sample", help="PNG grid of (class-conditional) samples (either backend)")
-    sa.add_argument("run_dir")
-    sa.add_argument("--output", default=None, help="default RUN_DIR/samples.png")
-    sa.add_argument("--per-class", type=int, default=10)
-    sa.add_argument("--device", default="auto")
-    sa.add_argument("--seed", type=int, default=0)
+    sa.add_argument("run_dir", help="a run directory written by train (either backend)")
+    sa.add_argument("--output", default=None, help="the PNG to write (default RUN_DIR/samples.png)")
+    sa.add_argument("--per-class", type=int, default=10, help="samples per class or cluster "
+                                                               "(default 10)")
+    sa.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    sa.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
+    sa.add_argument("--threads", type=int, default=None, help=READER_THREADS_HELP)
     sa.set_defaults(func=cmd_sample)
 
     from ppl_dgm.sweep import add_parser as add_sweep_parser

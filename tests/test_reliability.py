@@ -161,6 +161,37 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path, capsys):
     assert "--clip-norm" not in trainer.divergence_advice()
 
 
+def test_numpyro_divergence_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    """The NumPyro trainer, a real blow-up: Adam with lr = 1 and no clipping makes the digits M2's
+    loss NaN after a few epochs (step 18, in epoch 4, on the development machine)."""
+    import pickle
+
+    import jax
+
+    out = tmp_path / "run"
+    argv = ["train", "m2", "--backend", "numpyro", *TINY, "--steps-per-epoch", "5",
+            "--clip-norm", "0", "--epochs", "40", "--lr", "1"]
+    code, err = run_cli([*argv, "--out", out], capsys)
+    assert code == EXIT_DIVERGED, err
+    line = one_error_line(err)
+    summary = results.read_json(out / "summary.json")
+    assert summary["status"] == "diverged" and summary["backend"] == "numpyro"
+    div = summary["divergence"]
+    good = div["last_good_epoch"]
+    assert f"at step {div['step']}" in line and div["step"] >= good * 5
+    assert div["parameters"] or div["terms"]
+    assert 1 <= good < 40
+    # the kept checkpoint is that of the last good epoch, every value finite
+    assert f"checkpoint of epoch {good} is kept" in line
+    with open(out / "checkpoint.pkl", "rb") as f:
+        saved = pickle.load(f)
+    assert saved["epoch"] == good
+    leaves = jax.tree_util.tree_leaves(saved["svi_state"])
+    assert leaves and all(np.isfinite(np.asarray(v)).all() for v in leaves
+                          if np.issubdtype(np.asarray(v).dtype, np.floating))
+    assert len(results.read_history(out / "history.nc")["epoch"]) == good
+
+
 def test_a_non_finite_evaluation_stops_before_the_checkpoint(tmp_path):
     trainer = Trainer(resolve(registry.get("m2"), {**TINY_CONFIG, "epochs": 2}, TINY_NET),
                       tmp_path, progress=False)
