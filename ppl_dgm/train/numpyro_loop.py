@@ -355,13 +355,12 @@ class NumPyroTrainer(EpochLoop):
 
         return jax.lax.scan(body, svi_state, per_step)
 
-    def _stacked_args(self, batches: list[tuple[Any, np.ndarray]]) -> tuple:
-        """The arguments of :meth:`_scan_steps` for ``batches``, from step ``self.step`` on (the
-        warm-up's betas drawn here, as :meth:`train_step` draws them)."""
+    def _stacked_args(self, batches: list[tuple[Any, np.ndarray]], betas: list[float]) -> tuple:
+        """The arguments of :meth:`_scan_steps` for ``batches`` and their warm-up ``betas``, from
+        step ``self.step`` on."""
         steps = np.arange(self.step, self.step + len(batches))
         tail = (jnp.asarray(np.stack([u for _, u in batches]), jnp.int32),
-                jnp.asarray(steps, jnp.int32),
-                jnp.asarray([self.warmup(int(t)) for t in steps], jnp.float32))
+                jnp.asarray(steps, jnp.int32), jnp.asarray(betas, jnp.float32))
         if self.task == "unsupervised":
             return (self.x_train, *tail)
         if self.task == "supervised":
@@ -372,8 +371,9 @@ class NumPyroTrainer(EpochLoop):
     def train_steps(self, batches: list[tuple[Any, np.ndarray]]) -> tuple[jax.Array, list[float]]:
         """``len(batches)`` optimiser steps compiled together (``TrainConfig.scan_steps``); the
         same updates as that many :meth:`train_step` calls. Returns the (device) losses and betas."""
-        betas = [self.warmup(self.step + i) for i in range(len(batches))]
-        self.svi_state, losses = self._scan_fn(self.svi_state, *self._stacked_args(batches))
+        betas = [self.warmup(self.step + i) for i in range(len(batches))]  # as train_step's
+        self.svi_state, losses = self._scan_fn(self.svi_state,
+                                               *self._stacked_args(batches, betas))
         self.step += len(batches)
         return losses, betas
 
@@ -525,7 +525,7 @@ class NumPyroTrainer(EpochLoop):
             if chunk > 1 and left >= chunk:  # ``chunk`` steps compiled together
                 chunk_losses, chunk_betas = self.train_steps(
                     [next(batches) for _ in range(chunk)])
-                losses.extend(chunk_losses)
+                losses.append(chunk_losses)  # one device array of the chunk's losses
                 betas.extend(chunk_betas)
                 done = chunk
             elif left > 0:  # one compiled step (also the rest of an epoch after the chunks)
@@ -546,13 +546,14 @@ class NumPyroTrainer(EpochLoop):
     def _mean_loss(self, losses: list[Any]) -> float:
         """The mean of the epoch's step losses so far; raises :class:`DivergenceError` naming the
         first step whose loss is not finite."""
-        stacked = jnp.stack(losses)
+        # scalars of single steps and arrays of scanned chunks, in step order
+        stacked = jnp.concatenate([jnp.atleast_1d(loss) for loss in losses])
         mean_loss = float(jnp.mean(stacked))  # waits for the last step
         if not math.isfinite(mean_loss):
             # each step's loss is that of the parameters before it: the first non-finite one is
             # the step at which the loss (or, through the step before, the parameters) failed
             first = int(np.flatnonzero(~np.isfinite(np.asarray(stacked)))[0])
-            step = self.step - len(losses) + first
+            step = self.step - len(stacked) + first
             self.diverged(f"the loss became {float(stacked[first])}", step=step, terms=["loss"],
                           names=self.nonfinite_parameters())
         return mean_loss
