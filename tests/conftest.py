@@ -22,6 +22,15 @@ _FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_pas
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_XLA}".strip()
 
+# ... and one thread in XLA's CPU pool (it would otherwise take every core: ppl_dgm.threads), so that
+# test processes side by side (pytest -n 2) do not oversubscribe the cores.
+try:
+    from ppl_dgm.threads import start_xla
+
+    start_xla(1)
+except ImportError:  # the jax extra is not installed: the NumPyro tests skip themselves
+    pass
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
