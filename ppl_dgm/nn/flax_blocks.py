@@ -18,6 +18,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 from numpyro.contrib.module import flax_module
 
+from ppl_dgm.nn.init_rules import SMALL_STD, check_weight_init, hidden_gain
+
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nn.relu,
     "leaky_relu": lambda h: nn.leaky_relu(h, 0.01),  # torch's default slope
@@ -33,12 +35,6 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
         return ACTIVATIONS[name]
     except KeyError:
         raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}") from None
-
-
-WEIGHT_INITS = ("torch", "glorot")
-# activations whose hidden layers get Glorot's ReLU gain sqrt(2) (as torch_blocks.init_weights)
-_RELU_GAIN = ("relu", "leaky_relu", "softplus", "elu")
-SMALL_STD = 1e-3  # the ADGM/SDGM authors' N(0, 1e-3^2) for biases and Gaussian heads
 
 
 def dense(features: int, fan_in: int, use_bias: bool = True, name: str | None = None,
@@ -64,7 +60,7 @@ def dense(features: int, fan_in: int, use_bias: bool = True, name: str | None = 
     elif init == "small":
         kernel_init = bias_init = nn.initializers.normal(SMALL_STD)
     else:
-        raise ValueError(f"weight_init must be one of {WEIGHT_INITS} (got {init!r})")
+        check_weight_init(init)  # raises: "small" is this module's own, for the heads
     return nn.Dense(features, use_bias=use_bias, kernel_init=kernel_init, bias_init=bias_init,
                     name=name)
 
@@ -72,7 +68,7 @@ def dense(features: int, fan_in: int, use_bias: bool = True, name: str | None = 
 def _hidden_init(init: str, act: str) -> dict[str, Any]:
     """``dense`` keywords of a hidden layer under the block's ``init``."""
     if init == "glorot":
-        return {"init": "glorot", "gain": math.sqrt(2.0) if act in _RELU_GAIN else 1.0}
+        return {"init": "glorot", "gain": hidden_gain(act)}
     return {"init": init}
 
 

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ppl_dgm.nn.init_rules import SMALL_STD, check_weight_init, hidden_gain
+
 ACTIVATIONS = {
     "relu": nn.ReLU,
     "leaky_relu": nn.LeakyReLU,
@@ -127,13 +129,7 @@ class GaussianHead(nn.Module):
         return loc, scale
 
 
-WEIGHT_INITS = ("torch", "glorot")
-# activations whose hidden layers get Glorot's ReLU gain sqrt(2) (Lasagne's GlorotNormal("relu"),
-# which the ADGM/SDGM authors choose for rectify and softplus)
-_RELU_GAIN = ("relu", "leaky_relu", "softplus", "elu")
-
-
-def init_weights(module: nn.Module, scheme: str = "torch", small_std: float = 1e-3) -> None:
+def init_weights(module: nn.Module, scheme: str = "torch", small_std: float = SMALL_STD) -> None:
     """Re-initialise every ``nn.Linear`` of ``module`` by ``scheme``.
 
     - ``"torch"``: leave PyTorch's default (weights and biases ~ U(+-1/sqrt(fan_in))).
@@ -143,13 +139,11 @@ def init_weights(module: nn.Module, scheme: str = "torch", small_std: float = 1e
       other output layers (logits) Glorot-normal with gain 1, every bias N(0, ``small_std``^2). A
       new Gaussian head thus starts at N(0, I) for every input.
     """
-    if scheme not in WEIGHT_INITS:
-        raise ValueError(f"weight_init must be one of {WEIGHT_INITS} (got {scheme!r})")
-    if scheme == "torch":
+    if check_weight_init(scheme) == "torch":
         return
     heads = {id(lin) for m in module.modules() if isinstance(m, GaussianHead)
              for lin in (m.loc, m.logvar)}
-    gains = {id(lin): (nn.init.calculate_gain("relu") if m.act in _RELU_GAIN else 1.0)
+    gains = {id(lin): hidden_gain(m.act)
              for m in module.modules() if isinstance(m, MultiInputMLP)
              for lin in m.modules() if isinstance(lin, nn.Linear)}
     with torch.no_grad():
