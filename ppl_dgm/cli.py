@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -319,9 +318,11 @@ def _reader_threads(args: argparse.Namespace) -> None:
         apply_threads(threads)
     except ValueError as err:
         raise UserError(str(err), "e.g. --threads 1") from None
+    from ppl_dgm.evaluate import run_backend  # imports neither torch nor JAX
+
     try:  # a NumPyro run: XLA's pool sized now (the run's own --threads would be used otherwise)
-        backend = json.loads((Path(args.run_dir) / "config.json").read_text()).get("backend")
-    except (OSError, ValueError, AttributeError):
+        backend = run_backend(args.run_dir)
+    except (OSError, ValueError):  # not a run directory: the command itself says so
         backend = None
     if backend == "numpyro":
         from ppl_dgm.threads import start_xla
