@@ -27,7 +27,7 @@ from ppl_dgm.errors import (
     describe,
 )
 from ppl_dgm.infer import objective_names
-from ppl_dgm.rundir import check_new_run
+from ppl_dgm.rundir import RESUMABLE_FLAGS, check_new_run
 from ppl_dgm.threads import apply_threads, default_threads
 
 # CLI flags that map one-to-one onto TrainConfig fields (None = keep the registered default).
@@ -70,6 +70,11 @@ TRAIN_FLAGS: dict[str, dict[str, Any]] = {
                                               "scaled by 1/N as the ADGM/SDGM authors (0: none)"),
     "scan_steps": dict(type=int, help="NumPyro: optimiser steps compiled together with lax.scan "
                                       "(0 or 1: one step at a time)"),
+    "finite_check": dict(choices=["auto", "step", "epoch"],
+                         help="when the losses and gradient norms are read to stop a diverging "
+                              "run: every step (Pyro; a bad step is never applied), or once per "
+                              "epoch (no per-step synchronisation); auto: step for Pyro on a CPU, "
+                              "else epoch (default auto)"),
     "max_minutes": dict(type=float, help="stop after the epoch that passes this training time"),
     "budget_clock": dict(choices=["wall", "cpu"],
                          help="the clock of --max-minutes: wall time, or the process's CPU time "
@@ -261,7 +266,7 @@ def _resumed_config(args: argparse.Namespace, saved: dict[str, Any], config: Any
     if differences:
         raise RunDirectoryError(
             f"--resume would change the run in {args.out}: " + "; ".join(differences),
-            f"only {', '.join('--' + k.replace('_', '-') for k in RESUMABLE_CHANGES)} may change "
+            f"only {RESUMABLE_FLAGS} may change "
             "on resume; start a new run with another --out for the rest")
     for key in RESUMABLE_CHANGES:
         if key in given and given[key] != saved.get(key):
@@ -389,9 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="run directory (default runs/MODEL-DATASET-TIME)")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its last checkpoint; the model, backend "
-                            "and settings are read from the run, and only --epochs, --max-minutes, "
-                            "--device, --eval-batch-size, --threads may change (other differences "
-                            "are refused)")
+                            f"and settings are read from the run, and only {RESUMABLE_FLAGS} may "
+                            "change (other differences are refused)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a network hyperparameter, e.g. --set z_dim=32")
     train.add_argument("--data-option", action="append", metavar="KEY=VALUE",

@@ -33,6 +33,14 @@ class TrainConfig:
     ``scan_steps`` > 1 (NumPyro backend): that many optimiser steps run as one compiled program
     (``lax.scan`` over the steps' batches; the same updates as one step at a time, and a stop
     signal is answered between chunks); 0 or 1: one compiled step at a time.
+    ``finite_check`` says when the trainer reads the steps' losses and gradient norms to stop a
+    diverging run: ``"step"`` (Pyro: before every update, one host synchronisation per step; a
+    non-finite step is never applied and the error names the loss terms, sample sites and
+    gradients that failed), ``"epoch"`` (no synchronisation per step: the values stay on the device
+    and are read at the end of the epoch and before a mid-epoch checkpoint; the error names the
+    first non-finite step and the parameters; the NumPyro backend always works so) or ``"auto"``
+    (default: ``"step"`` for Pyro on a CPU, where a read waits for no device; ``"epoch"`` on a GPU
+    and for NumPyro). Either way no checkpoint holds a non-finite value.
     ``max_minutes`` ends training after the first epoch at which that much training time has been
     spent (equal-budget comparisons); the run is then evaluated as usual. ``budget_clock`` says which
     time: ``"wall"`` (elapsed seconds of the epochs' steps) or ``"cpu"`` (the process's CPU seconds
@@ -88,6 +96,7 @@ class TrainConfig:
     free_bits: float = 0.0
     weight_prior_std: float = 0.0
     scan_steps: int = 0
+    finite_check: str = "auto"
     max_minutes: float | None = None
     budget_clock: str = "wall"
     threads: int | None = None
@@ -182,7 +191,8 @@ _DOMAINS: dict[str, tuple[str, float | None, bool, float | None, bool, bool]] = 
 }
 CLIP_ORDERS = ("value_then_norm", "norm_then_value")
 _CHOICES = {"elbo": ELBOS, "optimizer": ("adam", "rmsprop"), "backend": ("pyro", "numpyro"),
-            "clip_order": CLIP_ORDERS, "budget_clock": ("wall", "cpu")}
+            "clip_order": CLIP_ORDERS, "budget_clock": ("wall", "cpu"),
+            "finite_check": ("auto", "step", "epoch")}
 _FIXES = {
     "steps_per_epoch": "omit --steps-per-epoch for full epochs",
     "clip_norm": "use a positive --clip-norm, or 0 to turn clipping off",

@@ -6,10 +6,11 @@
   the life of a training: a second process training into the same directory stops with one line
   naming the PID of the first. The kernel drops the lock when its process ends, however it ends.
 - :func:`identity_differences` compares two configurations on everything that defines a run; a
-  resumed run may change only :data:`RESUMABLE_CHANGES` (how long it trains, where, and the
-  evaluation batch size). Everything else (model, backend, data, labels, seed, network, batch sizes,
-  objective, optimiser and its learning-rate schedule, clipping) is refused on resume, because the
-  checkpoint's optimiser state and the exactness of a resumed run depend on it.
+  resumed run may change only :data:`RESUMABLE_CHANGES` (how long it trains, where, the
+  evaluation batch size, and when it checks for divergence). Everything else (model, backend,
+  data, labels, seed, network, batch sizes, objective, optimiser and its learning-rate schedule,
+  clipping) is refused on resume, because the checkpoint's optimiser state and the exactness of a
+  resumed run depend on it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ RUN_FILES = (results.CONFIG, "checkpoint.pt", "checkpoint.pkl", results.SUMMARY)
 LOCK = ".lock"
 #: configuration fields a resumed run may change (applied and reported)
 RESUMABLE_CHANGES = ("epochs", "max_minutes", "budget_clock", "device", "eval_batch_size", "validate",
-                     "threads")
+                     "threads", "finite_check")
+# the same, as the command-line flags that a resumed run may change
+RESUMABLE_FLAGS = ", ".join("--" + k.replace("_", "-") for k in RESUMABLE_CHANGES)
 
 
 def run_files(run_dir: str | os.PathLike) -> list[str]:

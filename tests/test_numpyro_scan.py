@@ -60,3 +60,12 @@ def test_scan_steps_refused_by_the_pyro_backend(tmp_path):
     with pytest.raises(UserError, match="--backend numpyro"):
         Trainer(config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_finite_check_step_refused_by_the_numpyro_backend(tmp_path):
+    from ppl_dgm.train.numpyro_loop import NumPyroTrainer
+
+    config = resolve(registry.get("m2", "numpyro"), {**CONFIG, "finite_check": "step"}, NET)
+    with pytest.raises(UserError, match="--finite-check"):
+        NumPyroTrainer(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -155,6 +155,15 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path, capsys):
     code, _ = run_cli([*argv[:-1], str(good), "--lr", "1", "--out", tmp_path / "reference"], capsys)
     assert code == 0
     assert_same_parameters(checkpoint["pair"], state_of(tmp_path / "reference" / "checkpoint.pt"))
+    # read once per epoch (no synchronisation per step): the bad step applied, found at the end of
+    # its epoch, reported at the same step, and the same good checkpoint kept
+    code, err = run_cli([*argv, "--lr", "1", "--finite-check", "epoch", "--out", tmp_path / "epoch"],
+                        capsys)
+    assert code == EXIT_DIVERGED
+    late = results.read_json(tmp_path / "epoch" / "summary.json")["divergence"]
+    assert (late["step"], late["last_good_epoch"]) == (div["step"], good)
+    assert f"at step {div['step']}" in one_error_line(err) and late["parameters"]
+    assert_same_parameters(checkpoint["pair"], state_of(tmp_path / "epoch" / "checkpoint.pt"))
     # with clipping on, the advice does not suggest turning it on
     trainer = Trainer(resolve(registry.get("m2"), {**TINY_CONFIG, "clip_norm": 5.0}, TINY_NET),
                       tmp_path / "x", progress=False)

@@ -25,7 +25,7 @@ from ppl_dgm.pair import Pair
 
 
 def free_bits_loss(pair: Pair, x: torch.Tensor, *, free_bits: float, beta: float = 1.0,
-                   num_samples: int = 1) -> tuple[torch.Tensor, dict[str, float]]:
+                   num_samples: int = 1) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """-[E log p(x | .) - beta * sum_sites max(free_bits, KL_site)] per data point, and a log dict.
 
     Uses pathwise (reparameterised) gradients, so every guide site must have ``rsample``; with
@@ -41,6 +41,7 @@ def free_bits_loss(pair: Pair, x: torch.Tensor, *, free_bits: float, beta: float
     kl, log_lik = log_ratios_from_traces(guide_trace, model_trace, num_samples * x.shape[0])
     clamped = sum(torch.clamp(v, min=free_bits) for v in kl.values())
     loss = -log_lik + beta * clamped
-    logs = {"loss": loss.item(), "log_lik": log_lik.item()}
-    logs.update({f"kl_{name}": v.item() for name, v in kl.items()})
+    # detached device scalars: the trainer reads them once per epoch
+    logs = {"loss": loss.detach().double(), "log_lik": log_lik.detach().double()}
+    logs.update({f"kl_{name}": v.detach().double() for name, v in kl.items()})
     return loss, logs

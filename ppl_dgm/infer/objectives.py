@@ -91,16 +91,22 @@ def loss_and_surrogate(elbo: ELBO, model: Callable, guide: Callable, *args: Any,
     return loss.detach(), loss
 
 
+def _stat(value: torch.Tensor, n: int) -> torch.Tensor:
+    """A step statistic: a detached float64 scalar on the loss's device (read by the trainer once
+    per epoch, not per step)."""
+    return value.detach().double() / n
+
+
 def unsupervised_loss(pair: Pair, elbo: ELBO, x: torch.Tensor,
-                      beta: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """-ELBO(x) averaged over the batch."""
+                      beta: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """-ELBO(x) averaged over the batch, and the step's statistics (device scalars)."""
     value, loss = loss_and_surrogate(elbo, pair.model, pair.guide, x, None, beta=beta)
-    return loss / x.shape[0], {"loss": value.item() / x.shape[0]}
+    return loss / x.shape[0], {"loss": _stat(value, x.shape[0])}
 
 
 def semi_supervised_loss(pair: Pair, elbo: ELBO, x_l: torch.Tensor, y_l: torch.Tensor,
                          x_u: torch.Tensor,
-                         beta: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+                         beta: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """mean_labelled [L(x, y) + alpha * CE] + mean_unlabelled U(x), as the authors' code weighs them.
 
     The labelled bound and the classification term come from one guide run with ``y`` observed; the
@@ -109,15 +115,15 @@ def semi_supervised_loss(pair: Pair, elbo: ELBO, x_l: torch.Tensor, y_l: torch.T
     value_l, loss_l = loss_and_surrogate(elbo, pair.model, pair.guide, x_l, y_l, beta=beta)
     value_u, loss_u = loss_and_surrogate(elbo, pair.model, pair.guide, x_u, None, beta=beta)
     loss = loss_l / x_l.shape[0] + loss_u / x_u.shape[0]
-    value_l, value_u = value_l.item() / x_l.shape[0], value_u.item() / x_u.shape[0]
+    value_l, value_u = _stat(value_l, x_l.shape[0]), _stat(value_u, x_u.shape[0])
     return loss, {"loss": value_l + value_u, "loss_labelled": value_l, "loss_unlabelled": value_u}
 
 
 def supervised_loss(pair: Pair, elbo: ELBO, x: torch.Tensor,
-                    y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+                    y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """-log p(y | x) per observed label (for discriminative programs with an empty guide)."""
     value, loss = loss_and_surrogate(elbo, pair.model, pair.guide, x, y)
-    return loss / y.numel(), {"loss": value.item() / y.numel()}
+    return loss / y.numel(), {"loss": _stat(value, y.numel())}
 
 
 @torch.no_grad()

@@ -175,8 +175,8 @@ class EpochLoop:
                     raise RunDirectoryError(
                         f"--resume would change the run in {self.run_dir}: "
                         + "; ".join(differences),
-                        "resume with the run's own settings (only --epochs, --max-minutes, "
-                        "--device, --eval-batch-size may change), or start a new run elsewhere")
+                        f"resume with the run's own settings (only {rundir.RESUMABLE_FLAGS} may "
+                        "change), or start a new run elsewhere")
         results.clean_temporaries(self.run_dir)
 
     def _fit(self, resume: bool) -> dict[str, Any]:

@@ -199,6 +199,7 @@ class DistributedTrainer(Trainer):
         checkpoint. A resumed run continues from these sums on every rank."""
         progress = self.in_epoch
         if progress is not None and progress["steps_done"]:
+            self.check_partial_epoch()  # the device sums read into the record
             sums = progress["stats"]
             keys = sorted(sums)
             sums.update(zip(keys, self._mean_over_ranks([sums[k] for k in keys]), strict=True))

@@ -9,10 +9,15 @@ RNG states, history and the position in an interrupted epoch are restored).
 
 Data-parallel training is a wrapping of ``pair`` and of the batch sampler (e.g. through Lightning as
 in Pyro's ``examples/svi_lightning.py``): the loss is an ordinary differentiable torch scalar.
+
+The step statistics stay on the device and are read once per epoch; the only per-step read is the
+finiteness guard of ``TrainConfig.finite_check="step"`` (the default on a CPU, where it waits for
+no device), which ``"epoch"`` (the default on a GPU) moves to the end of the epoch.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -203,6 +208,11 @@ class Trainer(EpochLoop):
         self.steps_per_epoch = self._steps_per_epoch()
         self.warmup = LinearWarmup(round(config.warmup_epochs * self.steps_per_epoch))
         self.reset_counters()
+        # "auto": read every step on a CPU (no device to wait for), once per epoch on a GPU
+        self.finite_check = (config.finite_check if config.finite_check != "auto"
+                             else "step" if self.device.type == "cpu" else "epoch")
+        self._sums: dict[str, torch.Tensor] | None = None  # the epoch's running sums, on the device
+        self._unchecked: list[torch.Tensor] = []  # per step since the last read: terms, grad norm
 
     def check_pair(self) -> None:
         """The pair contract (:mod:`ppl_dgm.contract`) on four training points, before any step."""
@@ -275,7 +285,15 @@ class Trainer(EpochLoop):
             loss, stats = objectives.supervised_loss(self.pair, self.elbo, x, self.y_train[idx])
         return loss, stats
 
-    def train_step(self, idx: torch.Tensor, idx_l: torch.Tensor | None) -> dict[str, float]:
+    def train_step(self, idx: torch.Tensor, idx_l: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """One optimiser step; returns its statistics as device scalars (the loss terms and beta),
+        which :meth:`train_epoch` sums on the device, and keeps them with the gradient norm (before
+        clipping) for the finiteness check.
+
+        With ``finite_check`` ``"step"`` the loss and gradient norm are read before the update (the
+        step's one synchronisation): a non-finite step is never applied, and the error names the
+        loss terms, sample sites and gradients that failed. With ``"epoch"`` nothing is read here:
+        :meth:`check_partial_epoch` finds the first non-finite step afterwards."""
         beta = self.warmup(self.step)
         loss, stats = self.compute_loss(idx, idx_l, beta)
         self.opt.zero_grad(set_to_none=True)
@@ -285,21 +303,21 @@ class Trainer(EpochLoop):
         norm = clip_gradients(params, self.config)
         if norm is None:
             norm = gradient_norm(params)
-        # one synchronisation per step, as before: the loss and the gradients are finite
-        if not bool(torch.isfinite(loss) & torch.isfinite(norm.to(loss.device))):
+        norm = norm.detach().to(loss.device)
+        if self.finite_check == "step" and not bool(torch.isfinite(loss) & torch.isfinite(norm)):
             self._diverged_step(loss, norm, stats, idx, idx_l, beta)
         self.opt.step()
         self.step += 1
-        stats["beta"] = beta
-        return stats
+        self._unchecked.append(torch.stack([*stats.values(), norm.double()]))
+        return {**stats, "beta": torch.tensor(beta, dtype=torch.float64, device=loss.device)}
 
-    def _diverged_step(self, loss: torch.Tensor, norm: torch.Tensor, stats: dict[str, float],
+    def _diverged_step(self, loss: torch.Tensor, norm: torch.Tensor, stats: dict[str, torch.Tensor],
                        idx: torch.Tensor, idx_l: torch.Tensor | None, beta: float) -> None:
         """Raise the :class:`~ppl_dgm.errors.DivergenceError` of this step, naming the loss terms,
         sample sites and parameters that are not finite (the parameters are still those before
         the step)."""
         if not torch.isfinite(loss):
-            terms = [k for k, v in stats.items() if not np.isfinite(v)]
+            terms = [k for k, v in stats.items() if not math.isfinite(float(v))]
             what = f"the loss became {loss.item()}"
             self.diverged(what, terms=terms + self._nonfinite_sites(idx, idx_l, beta),
                           names=self.nonfinite_parameters())
@@ -414,11 +432,15 @@ class Trainer(EpochLoop):
         self.train_seconds, self.history = state["train_seconds"], state["history"]
         self.rng.bit_generator.state = state["numpy_rng"]
         self.restore_in_epoch(state)
+        self._sums, self._unchecked = None, []
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     # ----------------------------------------------------------------------------- the run
+    def summary_extras(self) -> dict[str, Any]:
+        return {"finite_check": self.finite_check}
+
     @property
     def device_name(self) -> str:
         return str(self.device)
@@ -431,22 +453,57 @@ class Trainer(EpochLoop):
 
     def train_epoch(self, bar: Any) -> dict[str, float]:
         """One epoch of optimiser steps (the rest of it after a mid-epoch checkpoint); the mean of
-        each step statistic over all the epoch's steps."""
+        each step statistic over all the epoch's steps.
+
+        The statistics stay on the device: their running sums (float64, added step by step, so a
+        resumed epoch sums exactly as an uninterrupted one) and each step's row for the check of
+        ``finite_check="epoch"`` are read once, at the end of the epoch (or before a mid-epoch
+        checkpoint: :meth:`check_partial_epoch`)."""
         progress = self.begin_epoch()
-        sums: dict[str, float] = progress["stats"]  # sums over the steps done (also after a resume)
         for idx, idx_l in self.epoch_batches():
             stats = self.train_step(idx, idx_l)
+            if self._sums is None:
+                self._sums = {k: torch.as_tensor(progress["stats"].get(k, 0.0), dtype=torch.float64,
+                                                 device=v.device) for k, v in stats.items()}
             for k, v in stats.items():
-                sums[k] = sums.get(k, 0.0) + v
+                self._sums[k] += v
             progress["steps_done"] += 1
-            count = progress["steps_done"]
             bar.update(1)
-            if count % 10 == 0:
-                bar.set_postfix(loss=f"{sums['loss'] / count:.2f}", beta=f"{stats['beta']:.2f}")
             self.check_stop()
+        self._read_steps(progress)  # (the batches are exhausted: ``in_epoch`` is closed)
         self.scheduler.step()
         count = progress["steps_done"]
+        sums: dict[str, float] = progress["stats"]
+        bar.set_postfix(loss=f"{sums['loss'] / count:.2f}", beta=f"{sums['beta'] / count:.2f}")
         return {k: v / count for k, v in sums.items()}
+
+    def check_partial_epoch(self) -> None:
+        """Before a mid-epoch checkpoint: :meth:`_read_steps` of the epoch in progress."""
+        if self.in_epoch is not None:
+            self._read_steps(self.in_epoch)
+
+    def _read_steps(self, progress: dict[str, Any]) -> None:
+        """Read the statistics of the steps since the last read (one synchronisation): raise
+        :class:`~ppl_dgm.errors.DivergenceError` at the first step whose statistics (loss terms,
+        gradient norm) are not finite, else move the running sums into the epoch's record
+        ``progress["stats"]`` (plain floats, which a mid-epoch checkpoint stores)."""
+        if not self._unchecked:
+            return
+        rows = torch.stack(self._unchecked).cpu()  # per step: the loss terms and the gradient norm
+        keys = [k for k in self._sums if k != "beta"] + ["grad_norm"]
+        ok = torch.isfinite(rows).all(1)
+        if not bool(ok.all()):
+            first = int((~ok).nonzero()[0])
+            step = self.step - len(rows) + first
+            terms = [k for k, v in zip(keys, rows[first].tolist(), strict=True)
+                     if not math.isfinite(v)]
+            what = (f"the loss became {rows[first, keys.index('loss')].item()}" if "loss" in terms
+                    else f"the gradient norm became {rows[first, keys.index('grad_norm')].item()}")
+            self._unchecked.clear()
+            self.diverged(what, step=step, terms=terms, names=self.nonfinite_parameters())
+        self._unchecked.clear()
+        progress["stats"] = {k: float(v) for k, v in self._sums.items()}
+        self._sums = None
 
     @torch.no_grad()
     def write_plots(self) -> None:

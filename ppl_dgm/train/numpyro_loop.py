@@ -48,6 +48,7 @@ from numpyro.optim import optax_to_numpyro
 from ppl_dgm import contract, registry, results
 from ppl_dgm.config import TrainConfig
 from ppl_dgm.data import binarize_static
+from ppl_dgm.errors import UserError
 from ppl_dgm.infer.annealing import LinearWarmup
 from ppl_dgm.infer.numpyro_objectives import (
     TraceELBO,
@@ -167,6 +168,9 @@ class NumPyroTrainer(EpochLoop):
         """``initialise=False`` skips drawing (and compiling) the initial parameters: the SVI
         state is then only its structure until :meth:`load_checkpoint` (see :func:`load_run`)."""
         start_xla(config.threads or 0)  # XLA's thread pool sized for --threads (ppl_dgm.threads)
+        if config.finite_check == "step":
+            raise UserError("--finite-check step reads every Pyro step; the NumPyro backend reads "
+                            "its steps' losses once per epoch", "omit --finite-check, or use epoch")
         self.config = config
         self.run_dir = Path(run_dir)
         self.progress = progress
