@@ -148,7 +148,8 @@ def model_defaults(spec: registry.ModelSpec) -> tuple[dict[str, Any], dict[str, 
 
 def show_model(name: str, backend: str | None = None) -> int:
     """``ppl-dgm models NAME``: the pair's task, source, hyperparameters and training defaults."""
-    registered = sorted(b for n, b in registry._REGISTRY if n == name)
+    # the Pyro pair (the default backend) first, then its NumPyro twin
+    registered = sorted((b for n, b in registry._REGISTRY if n == name), key=lambda b: b != "pyro")
     if registered and backend is None:
         specs = [registry.get(name, b) for b in registered]
     else:

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ppl_dgm.models.common import LVAE_DEFAULTS
+
 TASKS = ("semi-supervised", "unsupervised", "supervised")
 BACKENDS = ("pyro", "numpyro")
 
@@ -134,8 +136,7 @@ register(ModelSpec(
 # LVAE (Sønderby et al. 2016): one hierarchical model, two guides; the paper's MNIST defaults
 # (5 layers 64-32-16-8-4, deterministic 512-256-128-64-32, leaky ReLU, batch norm, variance floor
 # 1e-5 as a scale floor of sqrt(1e-5), Adam 2e-4, batch 256, warm-up over 200 epochs, up to 2000).
-_LVAE_HPARAMS = {"z_dims": [64, 32, 16, 8, 4], "hidden_dims": [512, 256, 128, 64, 32],
-                 "activation": "leaky_relu", "batch_norm": True, "min_scale": 1e-5 ** 0.5}
+_LVAE_HPARAMS = {k: v for k, v in LVAE_DEFAULTS.items() if k not in ("guide", "share_top_down")}
 _LVAE_TRAIN = {"optimizer": "adam", "lr": 2e-4, "batch_size": 256, "warmup_epochs": 200,
                "epochs": 2000, "elbo": "trace"}
 register(ModelSpec(
