@@ -22,12 +22,17 @@ def small_config(**overrides):
     return resolve(registry.get("m2"), {**SMALL, **overrides}, SMALL_NET)
 
 
-def test_resume_equals_uninterrupted_run(tmp_path):
-    straight = Trainer(small_config(epochs=3), tmp_path / "a", progress=False)
+@pytest.mark.parametrize("elbo", ["trace_enum", "trace_graph"])
+def test_resume_equals_uninterrupted_run(tmp_path, elbo):
+    """trace_graph: the decaying-average baselines (Pyro's parameter store, cleared by every new
+    trainer) are restored from the checkpoint."""
+    straight = Trainer(small_config(epochs=3, elbo=elbo), tmp_path / "a", progress=False)
     straight.fit()
-    first = Trainer(small_config(epochs=2), tmp_path / "b", progress=False)
+    first = Trainer(small_config(epochs=2, elbo=elbo), tmp_path / "b", progress=False)
     first.fit()
-    resumed = Trainer(small_config(epochs=3), tmp_path / "b", progress=False)
+    if elbo == "trace_graph":
+        assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["baselines"]
+    resumed = Trainer(small_config(epochs=3, elbo=elbo), tmp_path / "b", progress=False)
     resumed.fit(resume=True)
     for (name, a), (_, b) in zip(straight.pair.state_dict().items(),
                                  resumed.pair.state_dict().items(), strict=True):

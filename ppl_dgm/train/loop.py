@@ -415,6 +415,10 @@ class Trainer(EpochLoop):
             "numpy_rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "config": self.config.to_dict(), "in_epoch": self.in_epoch_record(),
+            # TraceGraph_ELBO's decaying-average baselines live in Pyro's parameter store
+            "baselines": {name: value.detach().clone()
+                          for name, value in pyro.get_param_store().items()
+                          if name.startswith("__baseline")},
         }
 
     def save_checkpoint(self) -> None:
@@ -433,6 +437,8 @@ class Trainer(EpochLoop):
         self.rng.bit_generator.state = state["numpy_rng"]
         self.restore_in_epoch(state)
         self._sums, self._unchecked = None, []
+        for name, value in state.get("baselines", {}).items():
+            pyro.get_param_store()[name] = value
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
