@@ -132,6 +132,57 @@ def test_ddp_two_processes_equal_one_process(tmp_path, binary_digits, monkeypatc
                                    err_msg=name)
 
 
+def _rank_stopped(rank, world, port, data, run_dirs):
+    """A DDP run in which rank 1 alone receives SIGTERM after its 4th step (the first step of
+    epoch 2 of 3-step epochs)."""
+    import signal
+
+    from ppl_dgm.errors import Interrupted
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    from ppl_dgm.train.distributed import DistributedTrainer
+
+    trainer = DistributedTrainer(config(data, 2), run_dirs[rank], progress=False)
+    step = trainer.train_step
+
+    def step_then_signal(idx, idx_l):
+        out = step(idx, idx_l)
+        if rank == 1 and trainer.step == 4:
+            trainer._stop_signal = signal.SIGTERM  # what the handler does
+        return out
+
+    trainer.train_step = step_then_signal
+    try:
+        trainer.fit()
+    except Interrupted:
+        return
+    raise AssertionError("the run was not stopped")
+
+
+def test_ddp_stop_in_an_epoch_resumes_as_the_uninterrupted_run(tmp_path, binary_digits, monkeypatch):
+    """A signal seen by one rank stops both at the same step; rank 0 writes the checkpoint of the
+    steps done (the step statistics averaged over the ranks), and one process resumes it to the
+    parameters and epoch record of an uninterrupted run."""
+    monkeypatch.setattr(loop, "build_pair", delta_pair)
+    one = Trainer(config(binary_digits, 2), tmp_path / "one", progress=False)
+    one.fit()
+    run_dirs = [tmp_path / "ddp", tmp_path / "rank1"]
+    mp.start_processes(_rank_stopped, args=(2, _free_port(), binary_digits, run_dirs), nprocs=2,
+                       start_method="fork", join=True)
+    state = _state(run_dirs[0])
+    assert (state["epoch"], state["step"], state["in_epoch"]["steps_done"]) == (1, 4, 1)
+    assert all(isinstance(v, float) for v in state["in_epoch"]["stats"].values())
+    resumed = Trainer(config(binary_digits, 2), run_dirs[0], progress=False)
+    resumed.fit(resume=True)
+    for name, value in one.pair.state_dict().items():
+        np.testing.assert_allclose(resumed.pair.state_dict()[name], value, rtol=1e-4, atol=2e-6,
+                                   err_msg=name)
+    h_one = results.read_history(tmp_path / "one" / results.HISTORY)
+    h_resumed = results.read_history(run_dirs[0] / results.HISTORY)
+    np.testing.assert_allclose(h_resumed["loss"].values, h_one["loss"].values, rtol=1e-5)
+
+
 def test_ddp_refuses_batches_that_do_not_split(tmp_path, monkeypatch):
     from ppl_dgm.train import distributed
 
