@@ -20,10 +20,11 @@ has already spent the budget is not trained again, and the report is rewritten.
 
 Backends: where ``benchmarks/results/throughput/cpu.json`` (or ``cuda.json``), written by a full run
 of ``benchmarks/throughput.py``, holds both backends' step times of a model at one thread, the
-faster one; else :data:`FASTEST_BACKEND`: on a GPU the NumPyro backend (each step one compiled XLA
-program; Pyro launches every operation separately), on a CPU the Pyro backend (measured at one
-thread on the registered M2: Pyro 94 ms per step, NumPyro 103 ms, plain torch 84-93 ms).
-``--backend`` overrides it; the report records the backend of every run.
+faster one (on this project's 2-core CPU: NumPyro for M2, ADGM, SDGM, VAE, LVAE and CaGeM, e.g.
+M2 83 ms per step against Pyro's 131 ms; Pyro for the RNN-SPN family); else
+:data:`FASTEST_BACKEND`: on a GPU the NumPyro backend (each step one compiled XLA program; Pyro
+launches every operation separately), on a CPU the Pyro backend (every model has a Pyro pair, and
+it needs no JAX). ``--backend`` overrides it; the report records the backend of every run.
 
 Log-likelihood claims (``lvae-mnist``, ``cagem-mnist``) are scored with the importance-weighted
 estimate of ``ppl-dgm evaluate`` with ``--iw-samples`` particles (default: the papers' 5000 on a GPU,
@@ -466,7 +467,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="auto (cuda when a GPU is present, else cpu), cpu, cuda or cuda:N "
                              "(default auto)")
     parser.add_argument("--backend", default="auto", choices=["auto", "pyro", "numpyro"],
-                        help="default auto: numpyro on a GPU, pyro on a CPU")
+                        help="default auto: the faster backend of the model measured on this "
+                             "kind of device (benchmarks/results/throughput), else numpyro on a "
+                             "GPU and pyro on a CPU")
     parser.add_argument("--out", default=None, help="report folder (default runs/reproduce/CLAIM)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="seeds of the labelled subset and the runs (default 0)")
