@@ -88,8 +88,9 @@ class EpochLoop:
 
     A trainer subclasses it and provides the backend's pieces: ``train_epoch(bar)`` (one epoch of
     optimiser steps; returns the epoch's mean step statistics, at least ``loss`` and ``beta``),
-    ``current_lr()``, ``evaluate_epoch()``, ``save_checkpoint()``, ``load_checkpoint()``,
-    ``classification_error``, ``mean_elbo``, ``device_name``, and optionally ``before_fit()``,
+    ``current_lr()``, ``save_checkpoint()``, ``load_checkpoint()``, ``predictions``,
+    ``classification_error``, ``mean_elbo``, ``latent_record``, ``device_name``, and optionally
+    ``before_fit()``,
     ``set_training(flag)``, ``summary_extras()`` and ``write_plots()``. The trainer's constructor
     sets ``config``, ``run_dir``, ``progress``, ``task``, ``info``, ``steps_per_epoch``, the test
     arrays and the counters (:meth:`reset_counters`).
@@ -121,6 +122,32 @@ class EpochLoop:
     @property
     def device_name(self) -> str:
         raise NotImplementedError
+
+    def latent_record(self, x_val: Any) -> dict[str, Any]:
+        """The epoch's figures of the latent variables on binarised validation points: ``kl``
+        (per sample site, nats per point) and, where the backend computes them, ``active_units``."""
+        raise NotImplementedError
+
+    def evaluate_epoch(self) -> dict[str, Any]:
+        """Validation and test figures of one epoch (called in evaluation mode): the classifiers'
+        errors, the clustering accuracy of a semi-supervised pair trained without labels, and the
+        validation ELBO with :meth:`latent_record` of the generative pairs."""
+        record: dict[str, Any] = {}
+        if self.classifies and len(self.x_val):
+            record["validation_error"] = self.classification_error(self.x_val, self.y_val)
+        if self.classifies:
+            # recorded for learning curves only; model selection reads validation_error
+            record["test_error"] = self.classification_error(self.x_test, self.y_test)
+        if self.spec.task == "semi-supervised" and not self.classifies and len(self.x_val):
+            from ppl_dgm.evaluate import clustering  # --labels 0: the clusters against the classes
+
+            record["validation_clustering_accuracy"] = clustering(
+                self, self.predictions(self.x_val), self.y_val)["clustering_accuracy"]
+        if self.task != "supervised" and len(self.x_val):
+            x_val = self.x_val_binary[:1000]
+            record["validation_elbo"] = self.mean_elbo(x_val)
+            record.update(self.latent_record(x_val))
+        return record
 
     def before_fit(self) -> None:
         """Work before the first epoch that is not training time (e.g. compilation)."""

@@ -385,25 +385,11 @@ class Trainer(EpochLoop):
                     for s in range(0, len(x), bs))
         return total / len(x)
 
-    def evaluate_epoch(self) -> dict[str, Any]:
-        """Validation and test figures of one epoch (called in evaluation mode)."""
-        record: dict[str, Any] = {}
-        if self.classifies and len(self.x_val):
-            record["validation_error"] = self.classification_error(self.x_val, self.y_val)
-        if self.classifies:
-            # recorded for learning curves only; model selection reads validation_error
-            record["test_error"] = self.classification_error(self.x_test, self.y_test)
-        if self.spec.task == "semi-supervised" and not self.classifies and len(self.x_val):
-            from ppl_dgm.evaluate import clustering  # --labels 0: the clusters against the classes
-
-            record["validation_clustering_accuracy"] = clustering(
-                self, self.predictions(self.x_val), self.y_val)["clustering_accuracy"]
-        if self.task != "supervised" and len(self.x_val):
-            x_val = self.x_val_binary[:1000]
-            record["validation_elbo"] = self.mean_elbo(x_val)
-            record["kl"] = site_kl(self.pair, x_val[:500])
-            if self.task == "unsupervised":
-                record["active_units"] = active_units(self.pair, x_val, num_samples=10)
+    @torch.no_grad()
+    def latent_record(self, x_val: torch.Tensor) -> dict[str, Any]:
+        record: dict[str, Any] = {"kl": site_kl(self.pair, x_val[:500])}
+        if self.task == "unsupervised":
+            record["active_units"] = active_units(self.pair, x_val, num_samples=10)
         return record
 
     # ----------------------------------------------------------------------------- checkpoints

@@ -450,24 +450,9 @@ class NumPyroTrainer(EpochLoop):
             total += float(self._elbo(params, xb, jax.random.fold_in(self.eval_key, i))) * len(xb)
         return total / len(x)
 
-    def evaluate_epoch(self) -> dict[str, Any]:
-        record: dict[str, Any] = {}
-        if self.classifies and len(self.x_val):
-            record["validation_error"] = self.classification_error(self.x_val, self.y_val)
-        if self.classifies:
-            # recorded for learning curves only; model selection reads validation_error
-            record["test_error"] = self.classification_error(self.x_test, self.y_test)
-        if self.spec.task == "semi-supervised" and not self.classifies and len(self.x_val):
-            from ppl_dgm.evaluate import clustering  # --labels 0: the clusters against the classes
-
-            record["validation_clustering_accuracy"] = clustering(
-                self, self.predictions(self.x_val), self.y_val)["clustering_accuracy"]
-        if self.task != "supervised" and len(self.x_val):
-            x_val = self.x_val_binary[:1000]
-            record["validation_elbo"] = self.mean_elbo(x_val)
-            kl = self._site_kl(self.params, x_val[:500], self.eval_key)
-            record["kl"] = {name: float(value) for name, value in kl.items()}
-        return record
+    def latent_record(self, x_val: jax.Array) -> dict[str, Any]:
+        kl = self._site_kl(self.params, x_val[:500], self.eval_key)
+        return {"kl": {name: float(value) for name, value in kl.items()}}
 
     # ----------------------------------------------------------------------------- checkpoints
     def checkpoint_state(self) -> dict[str, Any]:
