@@ -20,7 +20,8 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from ppl_dgm.models.lvae import PAPER_MIN_SCALE, GaussianMLP, _check_dims, kl_scale
+from ppl_dgm.models.common import check_lvae_dims
+from ppl_dgm.models.lvae import PAPER_MIN_SCALE, GaussianMLP, kl_scale
 
 
 class HierarchicalGuide(nn.Module):
@@ -34,7 +35,7 @@ class HierarchicalGuide(nn.Module):
                  activation: str = "leaky_relu", batch_norm: bool = True,
                  min_scale: float = PAPER_MIN_SCALE) -> None:
         super().__init__()
-        _check_dims(z_dims, hidden_dims)
+        check_lvae_dims(z_dims, hidden_dims)
         self.z_dims = list(z_dims)
         in_dims = [x_dim, *z_dims[:-1]]
         self.up = nn.ModuleList(

@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 
-from ppl_dgm.models.lvae_numpyro import PAPER_MIN_SCALE, GaussianLayer, check_dims, kl_scale
+from ppl_dgm.models.common import check_lvae_dims
+from ppl_dgm.models.lvae_numpyro import PAPER_MIN_SCALE, GaussianLayer, kl_scale
 from ppl_dgm.nn.flax_blocks import network
 
 
@@ -31,7 +32,7 @@ class HierarchicalGuide:
     def __init__(self, x_dim: int, z_dims: Sequence[int], hidden_dims: Sequence[int],
                  activation: str = "leaky_relu", batch_norm: bool = True,
                  min_scale: float = PAPER_MIN_SCALE) -> None:
-        check_dims(z_dims, hidden_dims)
+        check_lvae_dims(z_dims, hidden_dims)
         self.z_dims, self.batch_norm = list(z_dims), batch_norm
         self.in_dims = [x_dim, *z_dims[:-1]]
         self.up = [GaussianLayer(z_dims[k], hidden_dims[k], activation, batch_norm, min_scale)

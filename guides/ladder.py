@@ -28,7 +28,8 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from ppl_dgm.models.lvae import PAPER_MIN_SCALE, GaussianMLP, _check_dims, kl_scale
+from ppl_dgm.models.common import check_lvae_dims
+from ppl_dgm.models.lvae import PAPER_MIN_SCALE, GaussianMLP, kl_scale
 
 
 def precision_weighted_merge(loc_hat: torch.Tensor, scale_hat: torch.Tensor,
@@ -57,7 +58,7 @@ class BottomUp(nn.ModuleList):
     def __init__(self, x_dim: int, z_dims: Sequence[int], hidden_dims: Sequence[int],
                  activation: str = "leaky_relu", batch_norm: bool = True,
                  min_scale: float = PAPER_MIN_SCALE) -> None:
-        _check_dims(z_dims, hidden_dims)
+        check_lvae_dims(z_dims, hidden_dims)
         in_dims = [x_dim, *hidden_dims[:-1]]
         super().__init__(
             GaussianMLP(in_dims[k], hidden_dims[k], z_dims[k], activation, batch_norm, min_scale)

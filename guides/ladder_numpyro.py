@@ -24,10 +24,10 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 
+from ppl_dgm.models.common import check_lvae_dims
 from ppl_dgm.models.lvae_numpyro import (
     PAPER_MIN_SCALE,
     GaussianLayer,
-    check_dims,
     kl_scale,
     top_down_layers,
 )
@@ -59,7 +59,7 @@ class LadderGuide:
     def __init__(self, x_dim: int, z_dims: Sequence[int], hidden_dims: Sequence[int],
                  activation: str = "leaky_relu", batch_norm: bool = True,
                  min_scale: float = PAPER_MIN_SCALE, shared: Any = None) -> None:
-        check_dims(z_dims, hidden_dims)
+        check_lvae_dims(z_dims, hidden_dims)
         self.z_dims, self.batch_norm, self.shared = list(z_dims), batch_norm, shared
         self.in_dims = [x_dim, *hidden_dims[:-1]]
         self.up = [GaussianLayer(z_dims[k], hidden_dims[k], activation, batch_norm, min_scale)

@@ -2,7 +2,8 @@
 
 - ``PAPER_MIN_SCALE``: the LVAE recipe's floor of a Gaussian layer's scale, sqrt(1e-5) (the authors'
   variance ``softplus(h) + 1e-5``), used by the VAE/LVAE and CaGeM layers of both backends;
-- the VAE/LVAE's hyperparameters: :data:`LVAE_DEFAULTS` and :func:`check_lvae_hparams`
+- the VAE/LVAE's hyperparameters: :data:`LVAE_DEFAULTS`, :func:`check_lvae_hparams` and
+  :func:`check_lvae_dims`
   (``models/lvae.py`` and ``models/lvae_numpyro.py``);
 - CaGeM's hyperparameters: :data:`CAGEM_DEFAULTS`, :func:`check_cagem_hparams` and
   :func:`cagem_network_kwargs` (``models/cagem.py`` and ``models/cagem_numpyro.py``).
@@ -10,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 PAPER_MIN_SCALE = 1e-5 ** 0.5
@@ -25,6 +26,17 @@ LVAE_DEFAULTS: dict[str, Any] = {
     "guide": "ladder",
     "share_top_down": True,
 }
+
+
+def check_lvae_dims(z_dims: Sequence[int], hidden_dims: Sequence[int]) -> None:
+    """One deterministic size per stochastic layer, at least one layer, all sizes positive."""
+    if len(z_dims) < 1:
+        raise ValueError("an LVAE needs at least one stochastic layer")
+    if len(hidden_dims) != len(z_dims):
+        raise ValueError(f"need one deterministic size per stochastic layer: "
+                         f"z_dims={list(z_dims)}, hidden_dims={list(hidden_dims)}")
+    if min(z_dims) < 1 or min(hidden_dims) < 1:
+        raise ValueError("layer sizes must be positive")
 
 
 def check_lvae_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:

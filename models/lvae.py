@@ -34,6 +34,7 @@ from torch import nn
 
 from ppl_dgm.models.common import (
     PAPER_MIN_SCALE,  # the paper's variance floor, as a scale floor
+    check_lvae_dims,
     check_lvae_hparams,
     lvae_layer_kwargs,
 )
@@ -85,16 +86,6 @@ class GaussianMLP(nn.Module):
         return self.head(self.mlp(*u))
 
 
-def _check_dims(z_dims: Sequence[int], hidden_dims: Sequence[int]) -> None:
-    if len(z_dims) < 1:
-        raise ValueError("an LVAE needs at least one stochastic layer")
-    if len(hidden_dims) != len(z_dims):
-        raise ValueError(f"need one deterministic size per stochastic layer: "
-                         f"z_dims={list(z_dims)}, hidden_dims={list(hidden_dims)}")
-    if min(z_dims) < 1 or min(hidden_dims) < 1:
-        raise ValueError("layer sizes must be positive")
-
-
 class LVAEModel(nn.Module):
     """The generative model p; ``forward(x, y=None, *, beta=1.0)`` is the Pyro model.
 
@@ -107,7 +98,7 @@ class LVAEModel(nn.Module):
                  activation: str = "leaky_relu", batch_norm: bool = True,
                  min_scale: float = PAPER_MIN_SCALE) -> None:
         super().__init__()
-        _check_dims(z_dims, hidden_dims)
+        check_lvae_dims(z_dims, hidden_dims)
         self.x_dim = x_dim
         self.z_dims = list(z_dims)
         self.hidden_dims = list(hidden_dims)

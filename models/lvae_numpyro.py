@@ -33,6 +33,7 @@ from numpyro import handlers
 
 from ppl_dgm.models.common import (
     PAPER_MIN_SCALE,  # the paper's variance floor, as a scale floor
+    check_lvae_dims,
     check_lvae_hparams,
     lvae_layer_kwargs,
 )
@@ -86,17 +87,6 @@ class GaussianLayer(nn.Module):
         return h, loc, scale
 
 
-def check_dims(z_dims: Sequence[int], hidden_dims: Sequence[int]) -> None:
-    """One deterministic size per stochastic layer, at least one layer, all sizes positive."""
-    if len(z_dims) < 1:
-        raise ValueError("an LVAE needs at least one stochastic layer")
-    if len(hidden_dims) != len(z_dims):
-        raise ValueError(f"need one deterministic size per stochastic layer: "
-                         f"z_dims={list(z_dims)}, hidden_dims={list(hidden_dims)}")
-    if min(z_dims) < 1 or min(hidden_dims) < 1:
-        raise ValueError("layer sizes must be positive")
-
-
 def top_down_layers(z_dims: Sequence[int], hidden_dims: Sequence[int], activation: str,
                     batch_norm: bool, min_scale: float) -> list[GaussianLayer]:
     """The networks of p(z_{k+1} | z_{k+2}), k = 0..L-2 (also the ladder guide's own top-down)."""
@@ -114,7 +104,7 @@ class LVAEModel:
     def __init__(self, x_dim: int, z_dims: Sequence[int], hidden_dims: Sequence[int],
                  activation: str = "leaky_relu", batch_norm: bool = True,
                  min_scale: float = PAPER_MIN_SCALE) -> None:
-        check_dims(z_dims, hidden_dims)
+        check_lvae_dims(z_dims, hidden_dims)
         self.x_dim, self.z_dims, self.hidden_dims = x_dim, list(z_dims), list(hidden_dims)
         self.batch_norm = batch_norm
         self.top_down = top_down_layers(z_dims, hidden_dims, activation, batch_norm, min_scale)
