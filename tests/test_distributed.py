@@ -73,12 +73,17 @@ def config(data, epochs):
                                         "threads": 1}, {})
 
 
-def _rank(rank, world, port, data, run_dirs):
+def _ddp_trainer(rank, world, port, data, run_dirs, epochs=2):
+    """The trainer of process ``rank`` of ``world`` (the environment torchrun would set)."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     from ppl_dgm.train.distributed import DistributedTrainer
 
-    trainer = DistributedTrainer(config(data, 2), run_dirs[rank], progress=False)
+    return DistributedTrainer(config(data, epochs), run_dirs[rank], progress=False)
+
+
+def _rank(rank, world, port, data, run_dirs):
+    trainer = _ddp_trainer(rank, world, port, data, run_dirs)
     assert trainer.world_size == world
     # each rank takes its contiguous half of every global batch
     assert trainer._shard(torch.arange(40)).tolist() == list(range(20 * rank, 20 * rank + 20))
@@ -95,14 +100,20 @@ def _state(run_dir):
     return torch.load(run_dir / results.CHECKPOINT, weights_only=False)
 
 
-def test_ddp_two_processes_equal_one_process(tmp_path, binary_digits, monkeypatch):
+def one_process_then_two(rank_fn, tmp_path, data, monkeypatch):
+    """The delta pair trained 2 epochs in one process (``tmp_path/one``), then ``rank_fn`` in two
+    gloo processes (forked: no second import of torch), each given its own run directory."""
     monkeypatch.setattr(loop, "build_pair", delta_pair)
-    one = Trainer(config(binary_digits, 2), tmp_path / "one", progress=False)
+    one = Trainer(config(data, 2), tmp_path / "one", progress=False)
     one.fit()
-    # two gloo processes (forked: no second import of torch), each given its own run directory
     run_dirs = [tmp_path / "ddp", tmp_path / "rank1"]
-    mp.start_processes(_rank, args=(2, _free_port(), binary_digits, run_dirs), nprocs=2,
+    mp.start_processes(rank_fn, args=(2, _free_port(), data, run_dirs), nprocs=2,
                        start_method="fork", join=True)
+    return one, run_dirs
+
+
+def test_ddp_two_processes_equal_one_process(tmp_path, binary_digits, monkeypatch):
+    one, run_dirs = one_process_then_two(_rank, tmp_path, binary_digits, monkeypatch)
     assert not run_dirs[1].exists(), "only rank 0 writes"
     a, b = _state(tmp_path / "one"), _state(run_dirs[0])
     assert a["step"] == b["step"] == 6
@@ -139,11 +150,7 @@ def _rank_stopped(rank, world, port, data, run_dirs):
 
     from ppl_dgm.errors import Interrupted
 
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    from ppl_dgm.train.distributed import DistributedTrainer
-
-    trainer = DistributedTrainer(config(data, 2), run_dirs[rank], progress=False)
+    trainer = _ddp_trainer(rank, world, port, data, run_dirs)
     step = trainer.train_step
 
     def step_then_signal(idx, idx_l):
@@ -164,12 +171,7 @@ def test_ddp_stop_in_an_epoch_resumes_as_the_uninterrupted_run(tmp_path, binary_
     """A signal seen by one rank stops both at the same step; rank 0 writes the checkpoint of the
     steps done (the step statistics averaged over the ranks), and one process resumes it to the
     parameters and epoch record of an uninterrupted run."""
-    monkeypatch.setattr(loop, "build_pair", delta_pair)
-    one = Trainer(config(binary_digits, 2), tmp_path / "one", progress=False)
-    one.fit()
-    run_dirs = [tmp_path / "ddp", tmp_path / "rank1"]
-    mp.start_processes(_rank_stopped, args=(2, _free_port(), binary_digits, run_dirs), nprocs=2,
-                       start_method="fork", join=True)
+    one, run_dirs = one_process_then_two(_rank_stopped, tmp_path, binary_digits, monkeypatch)
     state = _state(run_dirs[0])
     assert (state["epoch"], state["step"], state["in_epoch"]["steps_done"]) == (1, 4, 1)
     assert all(isinstance(v, float) for v in state["in_epoch"]["stats"].values())
