@@ -131,8 +131,8 @@ def evaluate_run(run_dir: str | Path, iw_samples: int = 5000, chunk_size: int = 
                  subset: int | None = None, classify_samples: int | None = None,
                  device: str = "auto", seed: int = 0, batch_size: int = 100,
                  progress: bool = True) -> dict[str, Any]:
-    """Evaluate ``run_dir`` (Pyro or NumPyro); writes ``evaluation.json`` and adds its figures to
-    ``summary.json``.
+    """Evaluate ``run_dir`` (Pyro or NumPyro); writes ``evaluation.json`` (with ``epochs``, the
+    epochs of the checkpoint evaluated) and adds its figures to ``summary.json``.
 
     The log-likelihood is the IWAE estimate with ``iw_samples`` particles (in chunks of
     ``chunk_size``) on the statically binarised test set (first ``subset`` points if given), with
@@ -191,8 +191,8 @@ def _evaluate_pyro(run_dir: Path, *, iw_samples: int, chunk_size: int, subset: i
     if classify_samples is not None:
         trainer.config.classify_samples = classify_samples
     pyro.set_rng_seed(seed)
-    record: dict[str, Any] = {"backend": "pyro", "iw_samples": iw_samples,
-                              "evaluation_seed": seed,
+    record: dict[str, Any] = {"backend": "pyro", "epochs": trainer.epoch,
+                              "iw_samples": iw_samples, "evaluation_seed": seed,
                               "classify_samples": trainer.config.classify_samples}
     if trainer.classifies:
         record["test_error"] = trainer.classification_error(trainer.x_test, trainer.y_test)
@@ -225,8 +225,8 @@ def _evaluate_numpyro(run_dir: Path, *, iw_samples: int, chunk_size: int, subset
 
     if classify_samples is not None:  # ADGM/SDGM average over draws of a (M2: deterministic)
         trainer.config.classify_samples = classify_samples
-    record: dict[str, Any] = {"backend": "numpyro", "iw_samples": iw_samples,
-                              "evaluation_seed": seed,
+    record: dict[str, Any] = {"backend": "numpyro", "epochs": trainer.epoch,
+                              "iw_samples": iw_samples, "evaluation_seed": seed,
                               "classify_samples": trainer.config.classify_samples}
     # Semi-supervised and unsupervised pairs have a likelihood, whose IW weights any pair's model
     # and guide traces give; supervised pairs (the RNN-SPN) have their digit and sequence errors.

@@ -59,6 +59,29 @@ def test_reproduce_writes_the_report_and_continues_with_a_larger_budget(tmp_path
     assert results.read_json(run_dir / results.CONFIG)["max_minutes"] == 5
 
 
+def test_log_likelihood_claim_on_a_subset_of_the_test_set(tmp_path):
+    """``--iw-subset``: the report's figure is the evaluation of the first N test points, labelled
+    so; the same call reuses that evaluation, another N evaluates again."""
+    out = tmp_path / "lvae"
+    argv = ["reproduce", "lvae-mnist", "--minutes", "0.0001", "--out", str(out), "--models", "lvae",
+            "--dataset", "digits", "--set", "z_dims=[2]", "--set", "hidden_dims=[8]",
+            "--config", "steps_per_epoch=2", "--config", "validation_size=100", "--device", "cpu",
+            "--backend", "pyro", "--no-progress", "--iw-samples", "20"]
+    assert main([*argv, "--iw-subset", "30"]) == 0
+    evaluation_path = out / "runs" / "lvae-pyro-seed0" / results.EVALUATION
+    evaluation = results.read_json(evaluation_path)
+    assert evaluation["n_test_evaluated"] == 30 and evaluation["iw_samples"] == 20
+    report = json.loads((out / "report.json").read_text())
+    assert report["figure"] == "log-likelihood (20 samples, first 30 test points)"
+    assert report["results"]["lvae"]["values"] == [evaluation["test_log_likelihood"]]
+    assert "--iw-subset 30" in report["commands"][-1]["command"]
+    stamp = evaluation_path.stat().st_mtime_ns
+    assert main([*argv, "--iw-subset", "30"]) == 0
+    assert evaluation_path.stat().st_mtime_ns == stamp  # reused, not evaluated again
+    assert main([*argv, "--iw-subset", "40"]) == 0
+    assert results.read_json(evaluation_path)["n_test_evaluated"] == 40
+
+
 def test_claims_backends_and_bad_input(tmp_path, capsys):
     assert set(CLAIMS) >= {"m2-mnist100", "adgm-mnist100", "sdgm-mnist100", "lvae-mnist",
                            "rnn-spn-sequences", "cagem-mnist"}
@@ -80,7 +103,11 @@ def test_claims_backends_and_bad_input(tmp_path, capsys):
     for argv, message in ((["reproduce", "m3-mnist", "--minutes", "1"], "unknown claim"),
                           (["reproduce", "m2-mnist100", "--minutes", "0"], "--minutes"),
                           (["reproduce", "m2-mnist100", "--minutes", "1", "--config", "seed=3"],
-                           "set by reproduce")):
+                           "set by reproduce"),
+                          (["reproduce", "lvae-mnist", "--minutes", "1", "--iw-subset", "0"],
+                           "--iw-subset"),
+                          (["reproduce", "lvae-mnist", "--minutes", "1", "--iw-samples", "-1"],
+                           "--iw-samples")):
         assert main([*argv, "--out", str(tmp_path / "bad")]) != 0
         err = capsys.readouterr().err
         assert err.startswith("ppl-dgm: error:") and message in err, err
