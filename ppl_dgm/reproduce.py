@@ -339,7 +339,7 @@ def write_report(out: Path, claim: Claim, report: dict[str, Any]) -> None:
     if report["deviations"]:
         lines += ["**Not the paper's setting**: " + "; ".join(report["deviations"]) + ".", ""]
     lines += [f"Figure: {report['figure']}.", "",
-              "| model | backend | runs | epochs | minutes | final (each seed) | mean | std | "
+              "| model | backend | runs | epochs | wall minutes | final (each seed) | mean | std | "
               "paper | gap to paper |", "|---|---|---|---|---|---|---|---|---|---|"]
     for model, row in report["results"].items():
         each = ", ".join(_fmt(v, metric) for v in row["values"])
