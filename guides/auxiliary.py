@@ -149,6 +149,17 @@ class AuxiliaryGuide(nn.Module):
             probs = probs + torch.softmax(self.q_y_logits(x, a), dim=-1).sum(0)
         return probs / num_samples
 
+    @torch.no_grad()
+    def sample_class_probs(self, x: torch.Tensor,
+                           num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(y | a_s, x) for ``num_samples`` draws a_s ~ q(a | x), shape (S, B, n_classes), and
+        q(a | x)'s standard deviations (B, a_dim): what the diagnostics of the auxiliary variable
+        read (``ppl_dgm.infer.auxiliary_diagnostics``)."""
+        loc, scale = self.q_a(x)
+        a = loc + scale * torch.randn((num_samples, *loc.shape), dtype=loc.dtype,
+                                      device=loc.device)
+        return torch.softmax(self.q_y_logits(x, a), dim=-1), scale
+
 
 def build_guide(hparams: dict[str, Any], data: Any) -> AuxiliaryGuide:
     """The auxiliary guide from a registry ``hparams`` dict (``alpha`` from the trainer)."""

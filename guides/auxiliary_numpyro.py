@@ -179,6 +179,15 @@ class AuxiliaryGuide:
             total = total + probs_sum(eps[full:])
         return total / num_samples
 
+    def sample_class_probs(self, params: dict[str, Any], x: jax.Array, num_samples: int,
+                           rng_key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """q(y | a_s, x) for ``num_samples`` draws a_s ~ q(a | x), shape (S, B, n_classes), and
+        q(a | x)'s standard deviations (B, a_dim): what the diagnostics of the auxiliary variable
+        read (``ppl_dgm.infer.auxiliary_diagnostics``). Batch norm on its running statistics."""
+        loc, scale = apply(self.q_a, params, "q_a", x, train=False)
+        a = loc + scale * jax.random.normal(rng_key, (num_samples, *loc.shape), loc.dtype)
+        return jax.nn.softmax(apply(self.q_y, params, "q_y", x, a, train=False), axis=-1), scale
+
 
 def build_guide(hparams: dict[str, Any], data: Any) -> AuxiliaryGuide:
     """The auxiliary guide from a registry ``hparams`` dict (``alpha`` and ``num_particles`` from the

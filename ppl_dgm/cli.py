@@ -65,6 +65,9 @@ TRAIN_FLAGS: dict[str, dict[str, Any]] = {
                                            "default: no cap, a full pass)"),
     "classify_samples": dict(type=int, help="samples averaged by the classifier at evaluation"),
     "eval_batch_size": dict(type=int, help="points per evaluation batch (lower it when memory is short)"),
+    "eval_every": dict(type=int, help="evaluate at the epoch end that reaches each multiple of this "
+                                      "many optimiser steps, and at the last epoch (unset: every "
+                                      "epoch)"),
     "free_bits": dict(type=float, help="free bits per latent site (unsupervised models)"),
     "weight_prior_std": dict(type=float, help="std of a N(0, std^2) prior on every weight matrix, "
                                               "scaled by 1/N as the ADGM/SDGM authors (0: none)"),

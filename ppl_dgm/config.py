@@ -56,6 +56,10 @@ class TrainConfig:
     ``validate`` turns on Pyro's argument and shape checks (slower; useful while writing a new pair).
     ``validation_size``: training points held out for model selection (default: the last 10,000
     for MNIST-sized sets, else 10%). ``steps_per_epoch`` caps the steps of an epoch (quick runs).
+    ``eval_every``: evaluate (validation and test figures, the diagnostics of an auxiliary a) at
+    the end of the epoch in which the step count reaches each multiple of that many optimiser steps,
+    and at the last epoch; ``None`` (default): after every epoch. Every record carries ``step``, and
+    an evaluated one its ``eval_seconds`` (kept out of the training time and the budget).
     ``threads``: CPU threads of torch / XLA (``ppl_dgm.threads``; 0: every core; ``None``: leave the
     process as it is). The CLI sets it to ``--threads`` (default ``$OMP_NUM_THREADS``, else 1).
     """
@@ -92,6 +96,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     eval_batch_size: int = 1000
     classify_samples: int = 1
+    eval_every: int | None = None
     validate: bool = False
     free_bits: float = 0.0
     weight_prior_std: float = 0.0
@@ -183,6 +188,7 @@ _DOMAINS: dict[str, tuple[str, float | None, bool, float | None, bool, bool]] = 
     "steps_per_epoch": ("int", 1, True, None, False, True),
     "eval_batch_size": ("int", 1, True, None, False, False),
     "classify_samples": ("int", 1, True, None, False, False),
+    "eval_every": ("int", 1, True, None, False, True),
     "free_bits": ("float", 0, True, None, False, False),
     "weight_prior_std": ("float", 0, True, None, False, False),
     "scan_steps": ("int", 0, True, None, False, False),

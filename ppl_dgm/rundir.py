@@ -28,7 +28,7 @@ RUN_FILES = (results.CONFIG, "checkpoint.pt", "checkpoint.pkl", results.SUMMARY)
 LOCK = ".lock"
 #: configuration fields a resumed run may change (applied and reported)
 RESUMABLE_CHANGES = ("epochs", "max_minutes", "budget_clock", "device", "eval_batch_size", "validate",
-                     "threads", "finite_check")
+                     "threads", "finite_check", "eval_every")
 # the same, as the command-line flags that a resumed run may change
 RESUMABLE_FLAGS = ", ".join("--" + k.replace("_", "-") for k in RESUMABLE_CHANGES)
 

@@ -135,9 +135,13 @@ class EpochLoop:
         record: dict[str, Any] = {}
         if self.classifies and len(self.x_val):
             record["validation_error"] = self.classification_error(self.x_val, self.y_val)
+        auxiliary = self.auxiliary_record() if self.classifies and self.has_auxiliary else {}
+        record.update(auxiliary)
         if self.classifies:
             # recorded for learning curves only; model selection reads validation_error
-            record["test_error"] = self.classification_error(self.x_test, self.y_test)
+            same = f"test_error_a{self.config.classify_samples}"  # the diagnostics' own figure
+            record["test_error"] = (auxiliary[same] if same in auxiliary
+                                    else self.classification_error(self.x_test, self.y_test))
         if self.spec.task == "semi-supervised" and not self.classifies and len(self.x_val):
             from ppl_dgm.evaluate import clustering  # --labels 0: the clusters against the classes
 
@@ -147,6 +151,43 @@ class EpochLoop:
             x_val = self.x_val_binary[:1000]
             record["validation_elbo"] = self.mean_elbo(x_val)
             record.update(self.latent_record(x_val))
+        return record
+
+    # ----------------------------------------------------------------------------- auxiliary a
+    @property
+    def has_auxiliary(self) -> bool:
+        """The guide samples an auxiliary a before its classifier (ADGM, SDGM): it provides
+        ``sample_class_probs`` (``guides/auxiliary.py``, ``guides/auxiliary_numpyro.py``)."""
+        return False
+
+    def auxiliary_batch(self, x: Any, start: int, num_samples: int) -> tuple[np.ndarray, np.ndarray]:
+        """q(y | a_s, x) for ``num_samples`` draws of a (S, B, K) and q(a | x)'s standard deviations
+        (B, a_dim) of one evaluation batch, as numpy arrays (``start``: the batch's position, which
+        keys its draws)."""
+        raise NotImplementedError
+
+    def auxiliary_record(self) -> dict[str, float]:
+        """The diagnostics of the auxiliary variable (:mod:`ppl_dgm.infer.auxiliary_diagnostics`):
+        ``test_error_a1`` and ``test_error_a100`` on the test images; ``mutual_info_y_a`` and
+        ``a_std`` on the validation slice, or on the test images when none is held out."""
+        from ppl_dgm.infer.auxiliary_diagnostics import DIAGNOSTIC_SAMPLES, AuxiliaryTally
+
+        # 100 draws of a: (S, B, hidden) activations, so batches smaller than eval_batch_size
+        size = max(1, min(self.config.eval_batch_size, 200))
+
+        def tally(x: Any, y: Any) -> dict[str, float]:
+            counts = AuxiliaryTally()
+            for start in range(0, len(x), size):
+                probs, scale = self.auxiliary_batch(x[start:start + size], start,
+                                                    DIAGNOSTIC_SAMPLES)
+                counts.add(probs, None if y is None else np.asarray(y[start:start + size]), scale)
+            return counts.figures()
+
+        record = tally(self.x_test, self.y_test)
+        if len(self.x_val):
+            held_out = tally(self.x_val, None)
+            record["mutual_info_y_a"], record["a_std"] = (held_out["mutual_info_y_a"],
+                                                          held_out["a_std"])
         return record
 
     def before_fit(self) -> None:
@@ -235,12 +276,19 @@ class EpochLoop:
                 seconds = progress["seconds"] + time.perf_counter() - started
                 cpu_seconds = progress["cpu_seconds"] + time.process_time() - cpu_started
                 self.in_epoch, self._epoch_clock = None, None
-                record = {"epoch": self.epoch + 1, "seconds": seconds, "cpu_seconds": cpu_seconds,
-                          "lr": lr, **stats}
+                record = {"epoch": self.epoch + 1, "step": self.step, "seconds": seconds,
+                          "cpu_seconds": cpu_seconds, "lr": lr, **stats}
                 self.check_parameters()
-                self.set_training(False)
-                record.update(self.evaluate_epoch())
-                self.set_training(True)
+                if self.evaluation_due(progress_steps=self.steps_per_epoch, seconds=seconds,
+                                       cpu_seconds=cpu_seconds):
+                    eval_started = time.perf_counter()
+                    eval_cpu_started = time.process_time()
+                    self.set_training(False)
+                    record.update(self.evaluate_epoch())
+                    self.set_training(True)
+                    # evaluation time, beside (never inside) the training time
+                    record["eval_seconds"] = time.perf_counter() - eval_started
+                    record["eval_cpu_seconds"] = time.process_time() - eval_cpu_started
                 self.check_record(record)
                 self.train_seconds += seconds
                 self.epoch += 1
@@ -265,6 +313,25 @@ class EpochLoop:
         finally:
             bar.close()  # (again: harmless) ends the bar's line before an error's message
         return self.finish()
+
+    def evaluation_due(self, progress_steps: int, seconds: float, cpu_seconds: float) -> bool:
+        """Whether the epoch that just ended is evaluated: every epoch without ``eval_every``;
+        with it, the epoch in which the step count reached a multiple of ``eval_every`` (an epoch
+        ends at the multiple exactly when the epoch's steps divide it), and the run's last epoch
+        (``epochs`` reached, or the time budget spent)."""
+        every = getattr(self.config, "eval_every", None)
+        if not every:
+            return True
+        cfg = self.config
+        if self.step // every > (self.step - progress_steps) // every:
+            return True
+        if self.epoch + 1 >= cfg.epochs:
+            return True
+        if cfg.max_minutes is not None:
+            spent = (self.budget_seconds()
+                     + (cpu_seconds if getattr(cfg, "budget_clock", "wall") == "cpu" else seconds))
+            return spent >= 60 * cfg.max_minutes
+        return False
 
     def budget_seconds(self) -> float:
         """Training time spent so far on ``config.budget_clock`` (wall or process CPU seconds)."""

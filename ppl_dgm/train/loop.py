@@ -378,6 +378,16 @@ class Trainer(EpochLoop):
         """Fraction of sequences with at least one wrong label."""
         return (self.predictions(x) != y).any(-1).float().mean().item()
 
+    @property
+    def has_auxiliary(self) -> bool:
+        return hasattr(self.pair.q, "sample_class_probs")
+
+    @torch.no_grad()
+    def auxiliary_batch(self, x: torch.Tensor, start: int,
+                        num_samples: int) -> tuple[np.ndarray, np.ndarray]:
+        probs, scale = self.pair.q.sample_class_probs(x, num_samples)
+        return probs.cpu().numpy(), scale.cpu().numpy()
+
     @torch.no_grad()
     def mean_elbo(self, x: torch.Tensor) -> float:
         bs = self.config.eval_batch_size

@@ -280,8 +280,8 @@ class NumPyroTrainer(EpochLoop):
     # ----------------------------------------------------------------------------- data
     def _array(self, x: np.ndarray, dtype: Any = np.float32) -> jax.Array:
         x = np.asarray(x, dtype)  # converted by numpy: no XLA compilation per conversion
-        if dtype == np.float32:
-            x = x.reshape(len(x), -1)
+        if dtype == np.float32:  # (an empty validation split has no size to infer)
+            x = x.reshape(len(x), int(np.prod(x.shape[1:])))
         return jax.device_put(x, self.device)
 
     def _to_device(self) -> None:
@@ -449,6 +449,20 @@ class NumPyroTrainer(EpochLoop):
             xb = x[start:start + bs]
             total += float(self._elbo(params, xb, jax.random.fold_in(self.eval_key, i))) * len(xb)
         return total / len(x)
+
+    @property
+    def has_auxiliary(self) -> bool:
+        return hasattr(self.pair.guide, "sample_class_probs")
+
+    def auxiliary_batch(self, x: jax.Array, start: int,
+                        num_samples: int) -> tuple[np.ndarray, np.ndarray]:
+        if not hasattr(self, "_sample_class_probs"):
+            self._sample_class_probs = jax.jit(self.pair.guide.sample_class_probs,
+                                               static_argnames="num_samples")
+        key = jax.random.fold_in(jax.random.fold_in(self.eval_key, 1 << 22), start)
+        probs, scale = self._sample_class_probs(self.params, x, num_samples=num_samples,
+                                                rng_key=key)
+        return np.asarray(probs), np.asarray(scale)
 
     def latent_record(self, x_val: jax.Array) -> dict[str, Any]:
         kl = self._site_kl(self.params, x_val[:500], self.eval_key)

@@ -73,7 +73,7 @@ class ShardedNumPyroTrainer(NumPyroTrainer):
         """Data arrays are replicated on every device of the mesh."""
         x = np.asarray(x, dtype)
         if dtype == np.float32:
-            x = x.reshape(len(x), -1)
+            x = x.reshape(len(x), int(np.prod(x.shape[1:])))
         return jax.device_put(x, self.replicated)
 
     def _step_args(self, idx_l: np.ndarray | None, idx_u: np.ndarray, step: int,
