@@ -32,6 +32,28 @@ except ImportError:  # the jax extra is not installed: the NumPyro tests skip th
     pass
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The user's data folder, read once before any test runs (the fixture below clears the variable):
+# only mnist_dir() consults it, to find the real MNIST for the tests that are marked to need it.
+_USER_DATA = os.environ.get("PPL_DGM_DATA")
+
+
+def _user_settings() -> list[str]:
+    """The variables of the user's environment that change where ppl-dgm reads and writes, or how
+    it reports errors: every ``PPL_DGM_*`` (``PPL_DGM_DATA``, ``PPL_DGM_CACHE``, ``PPL_DGM_DEBUG``,
+    ...) and ``XDG_CACHE_HOME``."""
+    return sorted(name for name in os.environ
+                  if name.startswith("PPL_DGM_") or name == "XDG_CACHE_HOME")
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch, tmp_path_factory):
+    """Tests do not depend on the user's environment: every ``PPL_DGM_*`` and ``XDG_CACHE_HOME``
+    variable is cleared, and the user cache (``ppl_dgm.data.mnist.cache_dir``) is an empty folder
+    of the test's own, never ``~/.cache/ppl_dgm``. A test sets what it needs with monkeypatch."""
+    for name in _user_settings():
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg_cache")))
+    yield
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +63,9 @@ def _single_thread():
 
 
 def mnist_dir() -> Path | None:
-    for candidate in (os.environ.get("PPL_DGM_DATA"), SHARED_DATA):
+    """The folder of the real ``mnist.npz``: the user's ``$PPL_DGM_DATA`` (as it was when the tests
+    started), else ``../shared/data`` next to the repository; None when neither has it."""
+    for candidate in (_USER_DATA, SHARED_DATA):
         if candidate and (Path(candidate) / "mnist.npz").is_file():
             return Path(candidate)
     return None

@@ -112,3 +112,16 @@ def test_static_binarisation_is_seeded_and_unbiased():
     np.testing.assert_array_equal(a, b)
     assert set(np.unique(a)) == {0.0, 1.0}
     assert abs(a.mean() - 0.3) < 0.01
+
+
+def test_tests_do_not_see_the_users_environment():
+    """conftest's autouse fixture: no PPL_DGM_* variable, and the user cache is a fresh folder of
+    the test's own (a user's PPL_DGM_CACHE, PPL_DGM_DATA or ~/.cache/ppl_dgm changes nothing)."""
+    import os
+    from pathlib import Path
+
+    assert not [name for name in os.environ if name.startswith("PPL_DGM_")]
+    cache = mnist_module.cache_dir()
+    assert cache.parent == Path(os.environ["XDG_CACHE_HOME"]) and not cache.exists()
+    assert Path.home() / ".cache" not in cache.parents
+    assert mnist_module.search_dirs() == [cache]
