@@ -127,6 +127,54 @@ def write_evaluation(run_dir: str | Path, record: dict[str, Any], device: str) -
 
 
 # ------------------------------------------------------------------------------------- evaluation
+#: The largest seed every backend takes (``pyro.set_rng_seed`` seeds numpy's legacy generator,
+#: which takes [0, 2**32)).
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: int) -> int:
+    """``seed`` if it is a whole number in [0, 2**32), else :class:`UserError` naming ``--seed``
+    (not numpy's text)."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise UserError(f"--seed must be a whole number in [0, 2**32), got {seed!r}", "e.g. --seed 0")
+    return seed
+
+
+def check_evaluation_options(iw_samples: int = 0, chunk_size: int = 1, subset: int | None = None,
+                             classify_samples: int | None = None, seed: int = 0,
+                             batch_size: int = 1) -> None:
+    """The options of :func:`evaluate_run`, each refused with :class:`UserError` naming its flag
+    (before the run is loaded): ``--iw-samples`` >= 0, ``--chunk-size`` >= 1, ``--subset`` >= 1,
+    ``--classify-samples`` >= 1 (as ``train`` requires), ``--seed`` in [0, 2**32)."""
+    for flag, value, low in (("--iw-samples", iw_samples, 0), ("--chunk-size", chunk_size, 1),
+                             ("--subset", subset, 1), ("--classify-samples", classify_samples, 1),
+                             ("batch_size", batch_size, 1)):
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise UserError(f"{flag} must be a whole number >= {low}, got {value!r}",
+                            f"e.g. {flag} {max(low, 1)}" if flag.startswith("--") else None)
+    check_seed(seed)
+
+
+#: The fraction of test points with Pareto-k above 0.7 above which :func:`pareto_caution` speaks.
+PARETO_CAUTION_FRACTION = 0.1
+
+
+def pareto_caution(record: dict[str, Any]) -> str | None:
+    """In words, when more than :data:`PARETO_CAUTION_FRACTION` of the points have Pareto-k > 0.7:
+    their importance weights are too heavy-tailed for the estimate to have converged, so the
+    log-likelihood is a loose lower bound (more ``--iw-samples`` tighten it); else None."""
+    fraction = record.get("pareto_k_fraction_above_0.7")
+    if fraction is None or fraction <= PARETO_CAUTION_FRACTION:
+        return None
+    return (f"caution: {fraction:.0%} of the test points have Pareto-k > 0.7: their importance "
+            "weights are too heavy-tailed for the estimate to converge, so "
+            f"test_log_likelihood {record['test_log_likelihood']:.2f} is a loose lower bound "
+            "(the true value is higher; more --iw-samples tighten it, and comparisons between runs "
+            "are unreliable)")
+
+
 def evaluate_run(run_dir: str | Path, iw_samples: int = 5000, chunk_size: int = 500,
                  subset: int | None = None, classify_samples: int | None = None,
                  device: str = "auto", seed: int = 0, batch_size: int = 100,
@@ -142,11 +190,8 @@ def evaluate_run(run_dir: str | Path, iw_samples: int = 5000, chunk_size: int = 
     (:class:`ppl_dgm.rundir.RunLock`) while it reads and writes: a run being trained (or evaluated)
     by another process is refused with one line naming that process.
     """
-    if iw_samples < 0 or chunk_size < 1 or batch_size < 1:
-        raise ValueError(f"need iw_samples >= 0, chunk_size >= 1 and batch_size >= 1 (got "
-                         f"{iw_samples}, {chunk_size}, {batch_size})")
-    if subset is not None and subset < 1:
-        raise ValueError(f"--subset must be positive (got {subset})")
+    check_evaluation_options(iw_samples=iw_samples, chunk_size=chunk_size, subset=subset,
+                             classify_samples=classify_samples, seed=seed, batch_size=batch_size)
     from ppl_dgm.rundir import RunLock
 
     run_dir = Path(run_dir)
@@ -306,6 +351,11 @@ def _numpyro_samples(run_dir: Path, per_class: int, device: str, seed: int) -> S
     return SampleSet(images, trainer.config.model, by_class)
 
 
+#: The largest ``--per-class``: a grid of 100 columns (10,000 images for an unconditional model)
+#: is already a figure 60 inches wide; ``--per-class 100000`` grew to 16 GiB and was killed.
+MAX_PER_CLASS = 100
+
+
 def sample_grid(run_dir: str | Path, output: str | Path | None = None, per_class: int = 10,
                 device: str = "auto", seed: int = 0) -> Path:
     """A PNG grid (default ``RUN_DIR/samples.png``): one row per class for class-conditional
@@ -314,8 +364,12 @@ def sample_grid(run_dir: str | Path, output: str | Path | None = None, per_class
     Writing into the run directory, it holds the directory's lock (:class:`ppl_dgm.rundir.RunLock`;
     a run being trained by another process is refused with one line naming it); an ``output``
     elsewhere only reads the checkpoint (replaced atomically by a training), so it takes no lock."""
-    if per_class < 1:
-        raise ValueError(f"--per-class must be positive (got {per_class})")
+    if not isinstance(per_class, int) or isinstance(per_class, bool) or not (
+            1 <= per_class <= MAX_PER_CLASS):
+        raise UserError(f"--per-class must be a whole number in [1, {MAX_PER_CLASS}], got "
+                        f"{per_class!r} (the grid is drawn in memory, one figure)",
+                        "e.g. --per-class 10; for many samples, call the pair's sample_x in batches")
+    check_seed(seed)
     run_dir = Path(run_dir)
     output = Path(output or run_dir / "samples.png")
     if output.is_dir():

@@ -99,7 +99,20 @@ def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
+    """The JSON object in ``path``. A file that is not valid JSON (truncated, edited by hand) raises
+    :class:`~ppl_dgm.errors.RunDirectoryError` (a ``ValueError``, exit status 2) naming the file
+    and where it breaks, not JSON's bare ``Expecting value: line 2 column 1``."""
+    from ppl_dgm.errors import RunDirectoryError
+
+    path = Path(path)
+    text = path.read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        what = "is empty" if not text.strip() else f"is not valid JSON ({err})"
+        raise RunDirectoryError(f"{path} {what}",
+                                "restore it from a copy, or start a new run elsewhere (a record "
+                                "cut short by a full disk or an editor)") from err
 
 
 def history_dataset(records: list[dict[str, Any]], attrs: dict[str, Any]) -> xr.Dataset:

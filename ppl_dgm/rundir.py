@@ -115,6 +115,11 @@ class RunLock:
             self._file = None
 
 
+#: hyperparameters added to registered pairs after runs were recorded without them, with the value
+#: that gives those runs' behaviour (a record lacking one takes this value)
+HPARAMS_ADDED = {"train_q_a": True}
+
+
 def _normal(config: dict[str, Any]) -> dict[str, Any]:
     """A configuration as plain JSON values (tuples become lists, numbers compare by value)."""
     return json.loads(json.dumps(results._jsonable(config), sort_keys=True))
@@ -124,7 +129,8 @@ def identity_differences(saved: dict[str, Any], new: dict[str, Any],
                          allowed: tuple[str, ...] = RESUMABLE_CHANGES) -> list[str]:
     """``"key: saved -> new"`` for every field outside ``allowed`` whose values differ.
 
-    Fields missing from ``saved`` (a record of an older version) take ``TrainConfig``'s defaults.
+    Fields missing from ``saved`` (a record of an older version) take ``TrainConfig``'s defaults,
+    and hyperparameters missing from its ``hparams`` those of :data:`HPARAMS_ADDED`.
     """
     from ppl_dgm.config import TrainConfig
 
@@ -133,6 +139,11 @@ def identity_differences(saved: dict[str, Any], new: dict[str, Any],
                          else None) for f in dataclasses.fields(TrainConfig)}
     a = _normal({**defaults, **saved})
     b = _normal({**defaults, **new})
+    for config in (a, b):
+        if isinstance(config.get("hparams"), dict) and isinstance(b.get("hparams"), dict):
+            for key, value in HPARAMS_ADDED.items():
+                if key in b["hparams"] or key in a.get("hparams", {}):
+                    config["hparams"].setdefault(key, value)
     out = []
     for key in sorted(set(a) | set(b)):
         if key in allowed or a.get(key) == b.get(key):
@@ -144,3 +155,97 @@ def identity_differences(saved: dict[str, Any], new: dict[str, Any],
             continue
         out.append(f"{key}: {a.get(key)!r} -> {b.get(key)!r}")
     return out
+
+
+# ------------------------------------------------------------------------------------- resuming
+def epochs_trained(run_dir: str | os.PathLike) -> int | None:
+    """The epochs a run has completed, as its records say: the larger of ``summary.json``'s
+    ``epochs`` and the last epoch of ``history.nc``; None when neither is readable."""
+    run_dir = Path(run_dir)
+    found = []
+    try:
+        epochs = results.read_json(run_dir / results.SUMMARY).get("epochs")
+        if isinstance(epochs, int):
+            found.append(epochs)
+    except (OSError, ValueError, AttributeError):
+        pass
+    if (run_dir / results.HISTORY).is_file():
+        try:
+            history = results.read_history(run_dir / results.HISTORY)
+            if "epoch" in history.coords and history.sizes.get("epoch"):
+                found.append(int(history["epoch"].max()))
+        except (OSError, ValueError, KeyError):
+            pass
+    return max(found) if found else None
+
+
+def check_resume_epochs(run_dir: str | os.PathLike, epochs: int) -> None:
+    """Refuse (:class:`RunDirectoryError`, before anything is written) ``--resume --epochs N`` with
+    N below the epochs the run has already done: its records would say N beside a history of more.
+    N equal to them is allowed (nothing is left to train)."""
+    done = epochs_trained(run_dir)
+    if done is not None and epochs < done:
+        raise RunDirectoryError(
+            f"--resume --epochs {epochs}: the run in {run_dir} has already trained {done} epochs",
+            f"give --epochs {done + 1} or more to train further, or leave --epochs out (a run is "
+            f"never shortened: its checkpoint is of epoch {done})")
+
+
+#: Records of a trained checkpoint written by ``evaluate`` and ``sample``: after ``--resume`` trains
+#: further, they describe the earlier checkpoint (:func:`set_aside_stale_records`).
+EVALUATION_RECORDS = (results.EVALUATION, "iw_per_example.nc", "samples.png")
+CHECKPOINTS = ("checkpoint.pt", "checkpoint.pkl")
+
+
+def record_stamps(run_dir: str | os.PathLike) -> dict[str, tuple[int, int]]:
+    """``{name: (mtime_ns, size)}`` of the checkpoints and :data:`EVALUATION_RECORDS` present."""
+    stamps = {}
+    for name in CHECKPOINTS + EVALUATION_RECORDS:
+        try:
+            st = (Path(run_dir) / name).stat()
+        except OSError:
+            continue
+        stamps[name] = (st.st_mtime_ns, st.st_size)
+    return stamps
+
+
+def set_aside_stale_records(run_dir: str | os.PathLike,
+                            before: dict[str, tuple[int, int]]) -> Path | None:
+    """After a resumed training: when the checkpoint changed since ``before``
+    (:func:`record_stamps` taken before it), move the :data:`EVALUATION_RECORDS` left unchanged
+    since then into ``RUN_DIR/stale-epoch-E/`` (E: the epochs ``evaluation.json`` evaluated, else
+    the epochs before the resume), and drop the copy of that evaluation from ``summary.json``.
+    They described the earlier checkpoint and would disagree with the new summary. Returns the
+    folder (None when nothing was moved). Holds the run's lock; files are moved, never deleted."""
+    run_dir = Path(run_dir)
+    now = record_stamps(run_dir)
+    if not any(now.get(name) != before.get(name) for name in CHECKPOINTS if name in now):
+        return None  # nothing was trained: the records still describe the checkpoint
+    stale = [name for name in EVALUATION_RECORDS if name in before and now.get(name) == before[name]]
+    if not stale:
+        return None
+    epochs = None
+    if results.EVALUATION in stale:
+        try:
+            epochs = results.read_json(run_dir / results.EVALUATION).get("epochs")
+        except (OSError, ValueError, AttributeError):
+            epochs = None
+    folder = run_dir / (f"stale-epoch-{epochs}" if isinstance(epochs, int) else "stale-before-resume")
+    n = 1
+    while folder.exists():
+        n += 1
+        folder = folder.with_name(f"{folder.name.split('.')[0]}.{n}")
+    with RunLock(run_dir, "setting aside stale records"):
+        folder.mkdir()
+        for name in stale:
+            os.replace(run_dir / name, folder / name)
+        summary_path = run_dir / results.SUMMARY
+        try:
+            summary = results.read_json(summary_path)
+        except (OSError, ValueError):
+            summary = None
+        if isinstance(summary, dict) and isinstance(summary.get("evaluation"), dict) and \
+                summary["evaluation"].get("epochs") != summary.get("epochs"):
+            summary.pop("evaluation")
+            results.write_json(summary_path, summary)
+    return folder

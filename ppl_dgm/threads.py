@@ -17,6 +17,8 @@ import os
 import sys
 import warnings
 
+from ppl_dgm.errors import UserError
+
 # the XLA flags that make XLA's CPU client single-threaded (its Eigen pool and the intra-op pool)
 SINGLE_THREAD_XLA = ("--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1")
 
@@ -27,9 +29,22 @@ def default_threads() -> int:
     return int(value) if value.isdigit() else 1
 
 
+#: The most threads ``--threads`` takes: far above any machine's cores, far below what exhausts the
+#: memory of thread stacks (``--threads 100000`` ended in an empty MemoryError).
+MAX_THREADS = 1024
+
+
 def validate_threads(threads: int) -> int:
+    """``threads`` if it is a whole number in [0, :data:`MAX_THREADS`], else
+    :class:`~ppl_dgm.errors.UserError` (a ``ValueError``) naming ``--threads``."""
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
-        raise ValueError(f"--threads must be a whole number >= 0 (0: every core), got {threads!r}")
+        raise UserError(f"--threads must be a whole number >= 0 (0: every core), got {threads!r}",
+                        "e.g. --threads 1")
+    if threads > MAX_THREADS:
+        cores = os.cpu_count() or 1
+        raise UserError(f"--threads {threads} is more than {MAX_THREADS} (this machine has {cores} "
+                        "CPUs)", f"use at most the cores you have, e.g. --threads {cores}, or 0 for "
+                        "every core")
     return threads
 
 

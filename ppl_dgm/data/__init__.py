@@ -47,6 +47,9 @@ class ImageData:
     x_test: np.ndarray
     y_test: np.ndarray
     n_classes: int
+    #: the file (or folder of files) actually read, when known: what a run should record as its
+    #: data, rather than the ``--data-dir`` it was given
+    source: str | None = None
 
     @property
     def image_shape(self) -> tuple[int, ...]:
@@ -195,7 +198,12 @@ def load_dataset(
     if name == "digits":
         return load_digits()
     if name == "mnist":
-        return _from_arrays("mnist", load_mnist(data_dir))
+        from ppl_dgm.data.mnist import find_mnist
+
+        data = _from_arrays("mnist", load_mnist(data_dir))
+        found = find_mnist(data_dir)  # after load_mnist: a download has put it in the cache
+        data.source = str(found.resolve()) if found is not None else None
+        return data
     if name == "mnist-sequence":
         from ppl_dgm.data.sequence import load_mnist_sequence
 
@@ -208,7 +216,9 @@ def load_dataset(
     if path.suffix == ".npz":
         if not path.is_file():
             raise DataNotFoundError(f"data set file {path} does not exist; check the --dataset path")
-        return _from_arrays(path.stem, read_npz(path), source=str(path))
+        data = _from_arrays(path.stem, read_npz(path), source=str(path))
+        data.source = str(path.resolve())
+        return data
     raise ValueError(f"unknown data set {name!r}: use one of {DATASETS} or a path to an .npz file")
 
 

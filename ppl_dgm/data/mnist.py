@@ -1,10 +1,14 @@
 """Locating and reading MNIST from local files (never silently from the network in tests).
 
-Search order: an explicit ``data_dir`` (``--data-dir``), the environment variable ``PPL_DGM_DATA``,
-the user cache folder (``~/.cache/ppl_dgm``, or ``$XDG_CACHE_HOME/ppl_dgm``). In each folder either
-``mnist.npz`` (keys ``x_train y_train x_test y_test``, uint8) or the four classic IDX ``.gz`` files are
-accepted. When none has it and ``download=True``, the public mirrors are tried with checksum
-verification; when that fails too, :class:`DataNotFoundError` lists every place that was looked at.
+A folder named explicitly (``data_dir``, ``--data-dir``) is the only place searched: it must exist
+(else :class:`~ppl_dgm.errors.UserError`), and a data set missing from it is an error, never read
+from elsewhere; ``data_dir`` may also be the ``.npz`` file itself. Without it the search order is
+the environment variable ``PPL_DGM_DATA``, then the user cache folder (``$PPL_DGM_CACHE``, else
+``$XDG_CACHE_HOME/ppl_dgm``, else ``~/.cache/ppl_dgm``). In each folder either ``mnist.npz`` (keys
+``x_train y_train x_test y_test``, uint8) or the four classic IDX ``.gz`` files are accepted. When
+none has it and ``download=True`` (and no folder was named), the public mirrors are tried with
+checksum verification, into the user cache; when that fails too, :class:`DataNotFoundError` lists
+every place that was looked at. :func:`find_mnist` says which file is read.
 """
 
 from __future__ import annotations
@@ -57,11 +61,27 @@ def cache_dir() -> Path:
     return Path(base) / "ppl_dgm"
 
 
+def named_dir(data_dir: str | os.PathLike) -> Path:
+    """The folder the user named (``--data-dir``), which must exist and be a folder: else
+    :class:`~ppl_dgm.errors.UserError` (never a silent fall-back to another folder)."""
+    path = Path(data_dir).expanduser()
+    if not path.exists():
+        raise UserError(f"--data-dir {path} does not exist",
+                        "name the folder that holds the data files, or leave --data-dir out to "
+                        f"search ${ENV_VAR} and the user cache")
+    if not path.is_dir():
+        raise UserError(f"--data-dir {path} is a file, not a folder",
+                        "name the folder that holds the data files (an .npz file of your own is "
+                        "given as --dataset FILE.npz)")
+    return path
+
+
 def search_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Folders searched for data files, in order."""
-    dirs = []
+    """Folders searched for data files, in order: the named ``data_dir`` alone (it must exist:
+    :func:`named_dir`), else ``$PPL_DGM_DATA`` and the user cache."""
     if data_dir is not None:
-        dirs.append(Path(data_dir))
+        return [named_dir(data_dir)]
+    dirs = []
     if os.environ.get(ENV_VAR):
         dirs.append(Path(os.environ[ENV_VAR]))
     dirs.append(cache_dir())
@@ -104,12 +124,39 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
+def _found_in(d: Path) -> Path | None:
+    """``d/mnist.npz`` when present, else ``d`` when it holds the four IDX files, else None."""
+    if (d / NPZ_NAME).is_file():
+        return d / NPZ_NAME
+    if all((d / name).is_file() for name in IDX_FILES.values()):
+        return d
+    return None
+
+
+def _read_found(found: Path) -> dict[str, np.ndarray]:
+    if found.is_file():
+        return read_npz(found)
+    return {k: _read_idx(found / name) for k, name in IDX_FILES.items()}
+
+
+def find_mnist(data_dir: str | os.PathLike | None = None) -> Path | None:
+    """What :func:`load_mnist` reads (without downloading): the ``.npz`` file, or the folder of the
+    IDX files; None when no searched folder has MNIST. ``data_dir`` may be the ``.npz`` itself."""
+    if data_dir is not None and Path(data_dir).expanduser().is_file() \
+            and Path(data_dir).suffix == ".npz":
+        return Path(data_dir).expanduser()
+    for d in search_dirs(data_dir):
+        found = _found_in(d)
+        if found is not None:
+            return found
+    return None
+
+
 def _find(dirs: list[Path]) -> dict[str, np.ndarray] | None:
     for d in dirs:
-        if (d / NPZ_NAME).is_file():
-            return read_npz(d / NPZ_NAME)
-        if all((d / name).is_file() for name in IDX_FILES.values()):
-            return {k: _read_idx(d / name) for k, name in IDX_FILES.items()}
+        found = _found_in(d)
+        if found is not None:
+            return _read_found(found)
     return None
 
 
@@ -152,12 +199,20 @@ def _download(target: Path, timeout: float = 30.0) -> list[str]:
 def load_mnist(
     data_dir: str | os.PathLike | None = None, download: bool = True
 ) -> dict[str, np.ndarray]:
-    """The raw MNIST arrays ``x_train (60000, 28, 28) uint8, y_train, x_test, y_test``."""
+    """The raw MNIST arrays ``x_train (60000, 28, 28) uint8, y_train, x_test, y_test``, from the
+    file :func:`find_mnist` names (``data_dir``: a folder, which alone is searched, or the ``.npz``
+    itself); downloaded into the user cache only when no folder was named."""
+    found_at = find_mnist(data_dir)
+    if found_at is not None:
+        return _read_found(found_at)
     dirs = search_dirs(data_dir)
-    found = _find(dirs)
-    if found is not None:
-        return found
     errors: list[str] = []
+    if data_dir is not None:
+        looked = f"{dirs[0]}/{NPZ_NAME} or the IDX files {sorted(IDX_FILES.values())}"
+        raise DataNotFoundError(
+            f"MNIST is not in --data-dir {dirs[0]} (looked for {looked}); supply it there "
+            f"({NPZ_NAME} with keys x_train y_train x_test y_test, or the four IDX .gz files), or "
+            f"leave --data-dir out to search ${ENV_VAR} and the user cache (and download there)")
     if download:
         errors = _download(cache_dir())
         if not errors:

@@ -234,8 +234,9 @@ def load_mnist_sequence(
     """The cluttered MNIST sequence data set as :class:`ppl_dgm.data.ImageData`.
 
     ``x`` is float32 ``(N, canvas, canvas)`` in [0, 1], ``y`` int64 ``(N, n_digits)``. The arrays
-    are looked up by their cache name in ``data_dir``, ``$PPL_DGM_DATA`` and the user cache; when
-    absent they are built from MNIST (found the usual way) and saved into the user cache folder
+    are looked up by their cache name in ``data_dir`` (else ``$PPL_DGM_DATA``) and the user cache;
+    when absent they are built from MNIST (found the usual way: :func:`ppl_dgm.data.mnist.find_mnist`,
+    ``data_dir`` may be the ``mnist.npz`` itself) and saved into the user cache folder
     (:func:`ppl_dgm.data.mnist.cache_dir`), never into a data folder given for reading
     (``cache=False`` builds without reading or writing).
     """
@@ -247,7 +248,9 @@ def load_mnist_sequence(
     name = cache_name(**opts)
     arrays = None
     if cache:
-        for d in search_dirs(data_dir):
+        named_file = data_dir is not None and Path(data_dir).expanduser().is_file()
+        folders = [] if named_file else search_dirs(data_dir)  # a named folder must exist
+        for d in dict.fromkeys([*folders, cache_dir()]):
             if (d / name).is_file():
                 with np.load(d / name, allow_pickle=False) as f:
                     arrays = {k: f[k] for k in f.files}
