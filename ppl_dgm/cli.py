@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ppl_dgm import registry, results
+from ppl_dgm import registry, results, rundir
 from ppl_dgm.config import parse_value, resolve
 from ppl_dgm.errors import (
     EXIT_BROKEN_PIPE,
@@ -216,11 +216,7 @@ def _resume_target(args: argparse.Namespace) -> dict[str, Any] | None:
     if not path.is_file():
         raise RunDirectoryError(f"{args.out} holds no run to resume (no {results.CONFIG})",
                                 "train without --resume to start one")
-    try:
-        saved = results.read_json(path)
-    except ValueError as err:
-        raise RunDirectoryError(f"{path} is not valid JSON ({err})",
-                                "restore it, or start a new run elsewhere") from err
+    saved = results.read_json(path)  # a file that is not JSON: one line naming it
     for key, given in (("model", args.model), ("backend", args.backend)):
         value = saved.get(key, "pyro" if key == "backend" else None)
         if key == "model" and given is not None and _same_source(given, saved.get("source")):
@@ -272,6 +268,10 @@ def _resumed_config(args: argparse.Namespace, saved: dict[str, Any], config: Any
             f"--resume would change the run in {args.out}: " + "; ".join(differences),
             f"only {RESUMABLE_FLAGS} may change "
             "on resume; start a new run with another --out for the rest")
+    if given.get("epochs") is not None:
+        from ppl_dgm.rundir import check_resume_epochs
+
+        check_resume_epochs(args.out, given["epochs"])
     for key in RESUMABLE_CHANGES:
         if key in given and given[key] != saved.get(key):
             print(f"resume: {key} {saved.get(key)!r} -> {given[key]!r}", file=sys.stderr)
@@ -304,7 +304,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = _resumed_config(args, saved_run, config)
     elif os.environ.get("RANK", "0") == "0":  # checked again under the run's lock by fit()
         check_new_run(out)
-    summary = Trainer(config, out, progress=not args.no_progress).fit(resume=args.resume)
+    stamps = rundir.record_stamps(out) if saved_run is not None else None
+    try:
+        summary = Trainer(config, out, progress=not args.no_progress).fit(resume=args.resume)
+    finally:
+        if stamps is not None and os.environ.get("RANK", "0") == "0":
+            _set_aside_stale(out, stamps)
     if not summary:  # a data-parallel process other than rank 0: rank 0 writes and reports
         return 0
     print(f"run directory: {out}")
@@ -315,6 +320,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     if summary.get("test_elbo") is not None:
         print(f"test ELBO: {summary['test_elbo']:.2f} nats per example")
     return 0
+
+
+def _set_aside_stale(out: Path, stamps: dict[str, tuple[int, int]]) -> None:
+    """After ``--resume``: the evaluation and samples of the earlier checkpoint moved aside
+    (:func:`ppl_dgm.rundir.set_aside_stale_records`), said on stderr."""
+    try:
+        folder = rundir.set_aside_stale_records(out, stamps)
+    except (OSError, PplDgmError) as err:  # never hides the training's own outcome
+        print(f"ppl-dgm: warning: the evaluation records of the earlier checkpoint in {out} could "
+              f"not be moved aside ({describe(err)[0]}); they describe that checkpoint, not this "
+              "run's summary", file=sys.stderr)
+        return
+    if folder is not None:
+        names = ", ".join(sorted(p.name for p in folder.iterdir()))
+        print(f"resume: moved {names} to {folder}: they describe the checkpoint before this resume "
+              "(run evaluate or sample again for the new one)", file=sys.stderr)
 
 
 READER_THREADS_HELP = "CPU threads of torch and XLA (0: every core; default $OMP_NUM_THREADS, else 1)"
@@ -340,6 +361,11 @@ def _reader_threads(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ppl_dgm.evaluate import check_evaluation_options, pareto_caution
+
+    check_evaluation_options(iw_samples=args.iw_samples, chunk_size=args.chunk_size,
+                             subset=args.subset, classify_samples=args.classify_samples,
+                             seed=args.seed)  # before anything is loaded or written
     _reader_threads(args)
     from ppl_dgm.evaluate import evaluate_run
 
@@ -350,6 +376,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 "pareto_k_mean", "pareto_k_fraction_above_0.7"):
         if record.get(key) is not None:
             print(f"{key}: {record[key]:.4f}")
+    caution = pareto_caution(record)
+    if caution:
+        print(caution)
     return 0
 
 

@@ -50,13 +50,48 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except (RuntimeError, ValueError) as err:
+            failed = _write_failure(err, path)
+            if failed is None:
+                raise
+            raise failed from err
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+#: What writers that are not Python's file objects say when the disk fills or a write fails: torch's
+#: zip writer (``torch.save``: "[enforce fail at inline_container.cc:672] . unexpected pos N vs M",
+#: "PytorchStreamWriter failed writing file ...: file write failed"), HDF5 and netCDF
+#: ("Can't write data", "No space left on device", "HDF error").
+_WRITE_FAILURE = re.compile(r"unexpected pos|file write failed|failed writing file|can't write data|"
+                            r"no space left|disk quota|hdf error|write failed", re.IGNORECASE)
+
+
+def _write_failure(err: BaseException, path: Path) -> OSError | None:
+    """The ``OSError`` that ``err``, raised by a library's writer, stands for when it is a failed
+    write (:data:`_WRITE_FAILURE`): ``ENOSPC`` (no space left) when the folder's file system has
+    less than 1 MiB free, else ``EIO``; None for any other error (a bug, raised as it is). So a
+    full disk during ``torch.save`` reads "no space left on the device while writing PATH" with
+    exit status 5, as for any other file."""
+    import errno
+    import shutil
+
+    if not _WRITE_FAILURE.search(str(err)):
+        return None
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if free is not None and free < 1 << 20:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    first = (str(err).strip().splitlines() or [""])[0]
+    return OSError(errno.EIO, f"the write failed ({first})", str(path))
 
 
 def clean_temporaries(folder: str | os.PathLike) -> list[str]:

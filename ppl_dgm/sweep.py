@@ -34,11 +34,14 @@ The aggregate, written when the runs are done:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -48,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from ppl_dgm import results
-from ppl_dgm.errors import EXIT_RUNS_FAILED
+from ppl_dgm.errors import EXIT_RUNS_FAILED, Interrupted
 from ppl_dgm.threads import thread_environment, validate_threads
 
 SWEEP_JSON = "sweep.json"
@@ -144,9 +147,56 @@ def run_command(args: list[str], log: str, threads: int, cwd: str) -> tuple[int,
     with open(log, "a") as f:
         f.write(f"\n$ python {' '.join(TRAIN_COMMAND + args)}\n")
         f.flush()
-        code = subprocess.call([sys.executable, *TRAIN_COMMAND, *args], stdout=f,
-                               stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        with _CHILDREN_LOCK:
+            if _STOPPING.is_set():  # the sweep was interrupted before this run started
+                return -signal.SIGTERM, 0.0
+            child = subprocess.Popen([sys.executable, *TRAIN_COMMAND, *args], stdout=f,
+                                     stderr=subprocess.STDOUT, env=env, cwd=cwd)
+            _CHILDREN.add(child)
+        try:
+            code = child.wait()
+        finally:
+            with _CHILDREN_LOCK:
+                _CHILDREN.discard(child)
     return code, time.perf_counter() - started
+
+
+# the local runs in progress (``run_command``'s processes), stopped when the sweep is interrupted
+_CHILDREN: set[subprocess.Popen] = set()
+_CHILDREN_LOCK = threading.Lock()
+_STOPPING = threading.Event()
+
+
+def _stop_children(signum: int) -> int:
+    """Send ``signum`` to every local run in progress (each stops after its current step and writes
+    a checkpoint) and start no other; returns how many were running."""
+    with _CHILDREN_LOCK:
+        _STOPPING.set()
+        children = list(_CHILDREN)
+    for child in children:
+        try:
+            child.send_signal(signum)
+        except OSError:  # it has just ended
+            pass
+    return len(children)
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Any:
+    """Within: SIGTERM raises :class:`~ppl_dgm.errors.Interrupted` in the main thread (Python's
+    default would end the sweep at once, silently, leaving its runs going)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted("interrupted by SIGTERM", signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _LocalEngine:
@@ -449,11 +499,33 @@ def cmd_sweep(args: argparse.Namespace) -> int:
           + (f"Ray at {args.ray}" if args.ray else f"{args.workers} local worker(s)")
           + f", {args.threads} thread(s) each")
     started = time.perf_counter()
+    _STOPPING.clear()
     try:
-        execute(runs, engine, args.threads, args.retries,
-                say=lambda *a, **k: print(*a, **k, flush=True))
-    finally:
+        with _sigterm_raises():
+            execute(runs, engine, args.threads, args.retries,
+                    say=lambda *a, **k: print(*a, **k, flush=True))
+    except (Interrupted, KeyboardInterrupt) as err:
+        signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT
+        # SIGTERM is forwarded to the runs; a Ctrl-C reached them already (one process group)
+        if signum == signal.SIGTERM:
+            running = _stop_children(signal.SIGTERM)
+        else:
+            with _CHILDREN_LOCK:
+                _STOPPING.set()
+                running = len(_CHILDREN)
+        engine.close()  # waits for the runs to write their checkpoints and stop
+        name = "SIGTERM" if signum == signal.SIGTERM else "SIGINT (Ctrl-C)"
+        finished = sum(run.finished() for run in runs)
+        results.write_json(record_path, {**record, "status": "interrupted", "signal": name,
+                                         "wall_seconds": time.perf_counter() - started})
+        raise Interrupted(
+            f"sweep interrupted by {name}: {finished} of {len(runs)} runs finished, {running} "
+            f"stopped after their current step (each keeps its checkpoint); run the same command "
+            f"again to continue (finished runs are skipped, stopped ones resume)", signum) from None
+    else:
         engine.close()
+    finally:
+        _STOPPING.clear()
     wall = time.perf_counter() - started
     dims = list(swept)
     attrs = {"model": args.model, "runs": len(runs), "options": options, "seeds": seeds}

@@ -90,6 +90,13 @@ def load_file(path: str | Path) -> ModuleType:
     except SyntaxError as err:
         del sys.modules[name]
         raise ContractError(f"{path}:{err.lineno}: syntax error: {err.msg}") from err
+    except ImportError as err:  # the pair's own import (a missing package, a misspelt name)
+        del sys.modules[name]
+        # the CLI appends the line that failed (ppl_dgm.contract.error_origin: "at FILE:LINE")
+        missing = f"no module named {err.name!r}" if isinstance(err, ModuleNotFoundError) and \
+            err.name else str(err).strip().splitlines()[0] if str(err).strip() else "ImportError"
+        raise ContractError(f"{path}: importing the pair failed: {missing}",
+                            "install what it imports, or fix the import line") from err
     except BaseException:
         del sys.modules[name]
         raise

@@ -36,11 +36,17 @@ def test_missing_mnist_lists_every_place_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(mnist_module, "_download", lambda target: ["mirror: no network"])
     with pytest.raises(DataNotFoundError) as err:
-        mnist_module.load_mnist(tmp_path / "explicit")
+        mnist_module.load_mnist()
     message = str(err.value)
-    for place in ("explicit", "env", "cache"):
+    for place in ("env", "cache"):
         assert str(tmp_path / place) in message
     assert "no network" in message and "--data-dir" in message
+    # a folder named explicitly is the only place looked (and nothing is downloaded for it)
+    (tmp_path / "explicit").mkdir()
+    monkeypatch.setattr(mnist_module, "_download", lambda target: pytest.fail("downloaded"))
+    with pytest.raises(DataNotFoundError) as err:
+        mnist_module.load_mnist(tmp_path / "explicit")
+    assert str(tmp_path / "explicit") in str(err.value) and str(tmp_path / "env") not in str(err.value)
 
 
 def test_idx_files_are_read(tmp_path):

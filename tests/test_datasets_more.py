@@ -129,13 +129,22 @@ def test_missing_data_says_where_it_looked_and_where_to_get_it(tmp_path, monkeyp
                                                                 expected):
     monkeypatch.setenv("PPL_DGM_DATA", str(tmp_path / "env"))
     with pytest.raises(DataNotFoundError) as info:
-        load_dataset(name, tmp_path / "given")
+        load_dataset(name)
     message = str(info.value)
-    for place in (tmp_path / "given", tmp_path / "given" / name, tmp_path / "env",
-                  tmp_path / "cache" / "ppl_dgm"):
+    for place in (tmp_path / "env", tmp_path / "env" / name, tmp_path / "cache" / "ppl_dgm"):
         assert f"  - {place}\n" in message
     assert expected in message and "http" in message and "--data-dir" in message
     assert "never downloaded" in message
+    # a folder named with --data-dir is the only place looked (never $PPL_DGM_DATA instead)
+    (tmp_path / "given").mkdir()
+    with pytest.raises(DataNotFoundError) as info:
+        load_dataset(name, tmp_path / "given")
+    message = str(info.value)
+    for place in (tmp_path / "given", tmp_path / "given" / name):
+        assert f"  - {place}\n" in message
+    assert str(tmp_path / "env") not in message
+    with pytest.raises(UserError, match="does not exist"):
+        load_dataset(name, tmp_path / "absent")
 
 
 def test_cli_names_the_missing_data_set_in_one_line(tmp_path, capsys):

@@ -97,10 +97,13 @@ def test_readme_example_trains_evaluates_samples_and_resumes(isolated, capsys):
     assert config["source"]["path"] == str((isolated / "my_pair.py").resolve())
     assert config["source"]["sha256"] == digest
     assert config["model"] == "my_pair" and config["epochs"] == 2
-    evaluation = json.loads((run / "evaluation.json").read_text())
+    # the evaluation and samples of epoch 1 were moved aside by the resume (they describe the
+    # checkpoint of epoch 1, not the run's new summary)
+    assert not (run / "evaluation.json").exists() and not (run / "samples.png").exists()
+    evaluation = json.loads((run / "stale-epoch-1" / "evaluation.json").read_text())
     assert np.isfinite(evaluation["test_log_likelihood"]) and evaluation["n_test_evaluated"] == 10
-    assert 0 <= evaluation["test_error"] <= 1
-    assert (run / "samples.png").stat().st_size > 0
+    assert 0 <= evaluation["test_error"] <= 1 and evaluation["epochs"] == 1
+    assert (run / "stale-epoch-1" / "samples.png").stat().st_size > 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["epochs"] == 2 and summary["steps"] == 4  # resumed: 2 steps more
 
