@@ -1,5 +1,6 @@
 """Data-parallel training: DDP over 2 gloo processes and JAX sharding over 2 host devices give the
-update of one process with the whole batch."""
+update of one process with the whole batch; DDP's update equals one written out by hand (clipping
+off and on, with batch norm), and a loss of the wrong scale fails that comparison."""
 
 import json
 import os
@@ -259,3 +260,146 @@ def test_jax_two_host_devices_equal_one_device(tmp_path):
             assert leaf["param_diff"] <= 1e-6, leaf
         else:
             assert leaf["param_diff"] <= 2 * 2 * out["lr"], leaf
+
+
+# ------------------------------------------------------------------------------------- the update
+# The test above compares DDP with one process *through the Trainer*, with M2's default clipping
+# (clip_norm 5): clipping rescales the gradient, so a loss multiplied by the number of processes
+# leaves the update, and Adam's moments, unchanged. Here the update is written out by hand, the
+# gradients are compared *before* clipping, and a loss of the wrong scale must fail the comparison.
+def bn_delta_pair(config, info):
+    """The delta pair with batch norm in the decoder: on CPUs each rank normalises its shard with
+    the shard's own statistics, so the DDP gradient is the mean of the shards' gradients."""
+    from ppl_dgm.models.m2 import M2Model
+
+    p = M2Model(info.x_dim, info.n_classes, z_dim=3, hidden=[8], batch_norm=True)
+    return Pair(p, DeltaGuide(info.x_dim, info.n_classes, 3, alpha=1.0))
+
+
+LR = 1e-2
+
+
+def update_config(data, clip_norm):
+    return resolve(registry.get("m2"), {"dataset": data, "labels": 50, "batch_size": 40,
+                                        "labelled_batch_size": 20, "steps_per_epoch": 2,
+                                        "epochs": 1, "device": "cpu", "validation_size": 100,
+                                        "threads": 1, "clip_norm": clip_norm, "lr": LR}, {})
+
+
+def _rank_recording(rank, world, port, data, run_dirs, clip_norm, loss_factor):
+    """A DDP run (2 steps) that saves rank 0's gradients of every step as ``clip_gradients`` gets
+    them (after DDP's all-reduce, before clipping); ``loss_factor`` multiplies the loss of every
+    rank (the bug this test must catch: ``world_size`` instead of 1)."""
+    from ppl_dgm.train import distributed
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    real_clip, real_forward = loop.clip_gradients, distributed.Objective.forward
+    grads = []
+
+    def recording_clip(params, config):
+        grads.append([p.grad.detach().clone() for p in params])
+        return real_clip(params, config)
+
+    def scaled_forward(self, *args, **kwargs):
+        loss, stats = real_forward(self, *args, **kwargs)
+        return loss * loss_factor, stats
+
+    loop.clip_gradients = recording_clip
+    distributed.Objective.forward = scaled_forward
+    trainer = distributed.DistributedTrainer(update_config(data, clip_norm), run_dirs[rank],
+                                             progress=False)
+    trainer.fit()
+    if rank == 0:
+        torch.save(grads, run_dirs[0].parent / "ddp_grads.pt")
+
+
+def reference_update(data, run_dir, clip_norm):
+    """Two steps of 2-process data-parallel training written out by hand, without the Trainer's
+    step, DDP or torch's optimiser: each shard's gradient (the first half of every global batch,
+    then the second, each normalised with its own batch-norm statistics), their mean, the global
+    norm clipping, then Adam. The Trainer only supplies the initial parameters, the global batches
+    (its seeded generator) and the objective of a shard. Returns the gradients of each step before
+    clipping, the parameters and Adam's moments after the two steps."""
+    tr = Trainer(update_config(data, clip_norm), run_dir, progress=False)
+    cfg = tr.config
+    b1, b2 = cfg.adam_betas
+    eps = 1e-8  # torch.optim.Adam's default, which the Trainer uses
+    params = list(tr.pair.parameters())
+    m = [torch.zeros_like(p) for p in params]
+    v = [torch.zeros_like(p) for p in params]
+    tr.set_training(True)
+    grads_per_step = []
+    for t, (idx, idx_l) in enumerate(tr._batches(), start=1):
+        total = [torch.zeros_like(p) for p in params]
+        for shard in range(2):
+            half, half_l = len(idx) // 2, len(idx_l) // 2
+            loss, _ = tr.compute_loss(idx[shard * half:(shard + 1) * half],
+                                      idx_l[shard * half_l:(shard + 1) * half_l], 1.0)
+            shard_grads = torch.autograd.grad(loss, params, allow_unused=True)
+            for acc, g in zip(total, shard_grads, strict=True):
+                if g is not None:
+                    acc += g / 2  # DDP's mean over the 2 ranks
+        grads_per_step.append([g.clone() for g in total])
+        if clip_norm:
+            norm = torch.sqrt(sum((g.double() ** 2).sum() for g in total))
+            factor = min(1.0, clip_norm / (float(norm) + 1e-6))
+            total = [g * factor for g in total]
+        with torch.no_grad():
+            for p, g, m_i, v_i in zip(params, total, m, v, strict=True):
+                m_i.mul_(b1).add_((1 - b1) * g)
+                v_i.mul_(b2).add_((1 - b2) * g * g)
+                m_hat, v_hat = m_i / (1 - b1 ** t), v_i / (1 - b2 ** t)
+                p.sub_(cfg.lr * m_hat / (v_hat.sqrt() + eps))
+    named = {name: p.detach().clone() for name, p in tr.pair.named_parameters()}
+    return grads_per_step, named, m, v
+
+
+def check_against_reference(tmp_path, reference):
+    """Raise AssertionError where the DDP run in ``tmp_path`` differs from ``reference``: its
+    gradients before clipping (step by step), then its parameters and Adam's moments."""
+    grads_ref, params_ref, m_ref, v_ref = reference
+    grads_ddp = torch.load(tmp_path / "ddp_grads.pt", weights_only=False)
+    assert len(grads_ddp) == len(grads_ref) == 2
+    for step, (gd, gr) in enumerate(zip(grads_ddp, grads_ref, strict=True)):
+        scale = max(g.abs().max().item() for g in gr)
+        for i, (a, b) in enumerate(zip(gd, gr, strict=True)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * scale,
+                                       err_msg=f"gradient {i} of step {step + 1}")
+    state = _state(tmp_path / "ddp")
+    assert state["step"] == 2
+    # the parameters, except those whose gradient is rounding noise around 0 (the biases before a
+    # batch norm, which cancels them): Adam moves those by about +-lr a step whatever the noise
+    m_scale = max(x.abs().max().item() for x in m_ref)
+    for (name, value), m_i in zip(params_ref.items(), m_ref, strict=True):
+        noise = m_i.abs().max().item() <= 1e-4 * m_scale
+        np.testing.assert_allclose(state["pair"][name], value, rtol=0 if noise else 1e-4,
+                                   atol=2 * 2 * LR if noise else 1e-6, err_msg=name)
+    adam = state["optimizer"]["state"]
+    for key, ref in (("exp_avg", m_ref), ("exp_avg_sq", v_ref)):
+        scale = max(x.abs().max().item() for x in ref)
+        for i, r in enumerate(ref):
+            np.testing.assert_allclose(adam[i][key], r, rtol=1e-3, atol=1e-6 * scale,
+                                       err_msg=f"{key} of parameter {i}")
+
+
+def ddp_run(tmp_path, data, monkeypatch, clip_norm, loss_factor=1.0):
+    """The BN delta pair trained 2 steps by 2 gloo processes (forked) into ``tmp_path/ddp``."""
+    monkeypatch.setattr(loop, "build_pair", bn_delta_pair)
+    run_dirs = [tmp_path / "ddp", tmp_path / "rank1"]
+    mp.start_processes(_rank_recording, args=(2, _free_port(), data, run_dirs, clip_norm,
+                                              loss_factor), nprocs=2, start_method="fork", join=True)
+
+
+@pytest.mark.parametrize("clip_norm", [0.0, 5.0], ids=["clipping-off", "clipping-on"])
+def test_ddp_update_equals_the_update_written_out(tmp_path, binary_digits, monkeypatch, clip_norm):
+    monkeypatch.setattr(loop, "build_pair", bn_delta_pair)
+    reference = reference_update(binary_digits, tmp_path / "reference", clip_norm)
+    if clip_norm:  # the clip is active: the case where a wrong scale hid from the update
+        assert torch.sqrt(sum((g ** 2).sum() for g in reference[0][0])) > clip_norm
+    ddp_run(tmp_path / "right", binary_digits, monkeypatch, clip_norm)
+    check_against_reference(tmp_path / "right", reference)
+    # the loss multiplied by the number of processes: the same comparison must fail
+    ddp_run(tmp_path / "wrong", binary_digits, monkeypatch, clip_norm, loss_factor=2.0)
+    with pytest.raises(AssertionError, match="gradient"):
+        check_against_reference(tmp_path / "wrong", reference)
