@@ -241,11 +241,20 @@ def from_source(source: dict[str, Any], backend: str | None = None) -> ModelSpec
     raise ContractError(f"unknown pair source {source!r} in the run's config.json")
 
 
+_WARNED_CHANGED: set[tuple[str, str, str]] = set()
+
+
 def _warn_if_changed(path: Path, digest: str | None) -> None:
-    if digest and path.is_file() and sha256(path) != digest:
-        warnings.warn(f"{path} changed since this run was trained (sha256 {digest[:12]} -> "
-                      f"{sha256(path)[:12]}); its checkpoint may no longer fit the pair",
-                      PairWarning, stacklevel=3)
+    """Warn once per process and change (``sample`` and ``evaluate`` find a run's pair more than
+    once: the warning was printed twice) that ``path`` is no longer the file the run recorded."""
+    if digest and path.is_file():
+        now = sha256(path)
+        key = (str(path), digest, now)
+        if now != digest and key not in _WARNED_CHANGED:
+            _WARNED_CHANGED.add(key)
+            warnings.warn(f"{path} changed since this run was trained (sha256 {digest[:12]} -> "
+                          f"{now[:12]}); its checkpoint may no longer fit the pair",
+                          PairWarning, stacklevel=3)
 
 
 # ------------------------------------------------------------------------------------- resolution

@@ -145,6 +145,18 @@ def test_relocated_and_changed_source_file_warns(trained, isolated, capsys):
     assert cli._format_warning(record[0].message, PairWarning, "x.py", 1).startswith("ppl-dgm: warning: ")
 
 
+def test_sample_warns_once_about_a_changed_file(trained, isolated, capsys):
+    """``sample`` finds the run's pair twice (the task, then the checkpoint's pair): one warning."""
+    changed = isolated / "changed_once.py"
+    changed.write_text((trained / "my_pair.py").read_text() + "\n# another comment\n")
+    run = _copy_run(trained, isolated, path=str(changed))
+    with pytest.warns(PairWarning) as record:
+        rc, out, err = run_cli(["sample", str(run)], capsys)
+    assert rc == 0, err
+    changed_warnings = [w for w in record if "changed since this run was trained" in str(w.message)]
+    assert len(changed_warnings) == 1, [str(w.message) for w in record]
+
+
 def test_module_reference_and_entry_point(isolated, capsys, monkeypatch):
     code, _ = readme_blocks()
     package = isolated / "mypkg"
