@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -160,37 +161,60 @@ def _read(path: Path) -> dict[str, Any]:
     return results.read_json(path) if path.is_file() else {}
 
 
+def _say(message: str) -> None:
+    """A progress line of ``compare`` on stderr (also under ``--no-progress``, which hides the bars
+    only): standard output keeps the report."""
+    print(f"compare: {message}", file=sys.stderr, flush=True)
+
+
 def run_arm(arm: Arm, config: Any, run_dir: Path, *, grad_draws: int, iw_samples: int,
-            iw_subset: int | None, progress: bool) -> None:
+            iw_subset: int | None, progress: bool, say: Any = _say) -> float:
     """Train one arm for one seed in ``run_dir`` (resuming or skipping what is done), then its
-    gradient diagnostics and its evaluation."""
+    gradient diagnostics and its evaluation, each announced by ``say`` with the time it took.
+    Returns the seconds spent outside training (diagnostics and evaluation: outside the budget)."""
     if _finished(run_dir, iw_samples, grad_draws):
-        return
+        return 0.0
+    where = f"{arm.label} seed{config.seed}"
+    extra = 0.0
     run_dir.mkdir(parents=True, exist_ok=True)
     results.write_json(run_dir / ARM_FILE, arm.to_dict())
     trainer = _trainer_class(arm.backend)(config, run_dir, progress=progress)
     grads = _read(run_dir / GRADIENTS)
     done = (run_dir / results.SUMMARY).is_file()
     resume = (run_dir / _checkpoint_name(arm.backend)).is_file()
-    if grad_draws and "init" not in grads and not resume:
-        grads["init"] = _diagnose(trainer, arm.backend, grad_draws)
-        results.write_json(run_dir / GRADIENTS, grads)
-    if done:
-        trainer.load_checkpoint()
-    else:
-        trainer.fit(resume=resume)
-    if grad_draws and "end" not in grads:
-        grads["end"] = _diagnose(trainer, arm.backend, grad_draws)
-        results.write_json(run_dir / GRADIENTS, grads)
+    for when in ("init", "end"):
+        if when == "end":
+            if done:
+                trainer.load_checkpoint()
+            else:
+                say(f"{where}: training ({'resumed' if resume else 'from the start'})")
+                started = time.perf_counter()
+                trainer.fit(resume=resume)
+                say(f"{where}: trained in {time.perf_counter() - started:.0f} s")
+        if grad_draws and when not in grads and (when == "end" or not resume):
+            say(f"{where}: gradient diagnostics at {'initialisation' if when == 'init' else 'the end'}"
+                f" ({grad_draws} draws; outside the training budget)")
+            started = time.perf_counter()
+            grads[when] = _diagnose(trainer, arm.backend, grad_draws)
+            results.write_json(run_dir / GRADIENTS, grads)
+            extra += time.perf_counter() - started
+            say(f"{where}: gradient diagnostics done in {time.perf_counter() - started:.0f} s")
     del trainer
     if iw_samples and not (run_dir / results.EVALUATION).is_file():
         from ppl_dgm.evaluate import evaluate_run
 
         task = registry.get(arm.model, arm.backend).task
         if task != "supervised":
+            points = f"the first {iw_subset}" if iw_subset else "all the"
+            say(f"{where}: IW-{iw_samples} log-likelihood of {points} test points (outside the "
+                "training budget)")
+            started = time.perf_counter()
             evaluate_run(run_dir, iw_samples=iw_samples, subset=iw_subset,
                          chunk_size=min(iw_samples, 500), device=config.device, seed=0,
                          progress=progress)
+            extra += time.perf_counter() - started
+            say(f"{where}: evaluated in {time.perf_counter() - started:.0f} s")
+    return extra
 
 
 def compare(models: Sequence[str] = (), objectives: Sequence[str] = (), *,
@@ -244,11 +268,26 @@ def compare(models: Sequence[str] = (), objectives: Sequence[str] = (), *,
         "arms": [a.to_dict() for a in arms], "seeds": seeds, "epochs": epochs,
         "minutes": minutes, "options": options or {}, "hparams": hparams or {},
         "iw_samples": iw_samples, "iw_subset": iw_subset, "grad_draws": grad_draws})
-    for seed in seeds:  # seed-major: an interrupted comparison has every arm for the first seeds
-        for arm in arms:
-            run_arm(arm, configs[(arm, seed)], out / "runs" / arm.folder / f"seed{seed}",
-                    grad_draws=grad_draws, iw_samples=iw_samples, iw_subset=iw_subset,
-                    progress=progress)
+    todo = [(seed, arm) for seed in seeds for arm in arms  # seed-major: an interrupted comparison
+            if not _finished(out / "runs" / arm.folder / f"seed{seed}", iw_samples, grad_draws)]
+    budget = f"{epochs} epochs" if epochs is not None else f"{minutes:g} minutes"
+    after = [f"{grad_draws} gradient draws at initialisation and at the end"] if grad_draws else []
+    if iw_samples:
+        after.append(f"an IW-{iw_samples} log-likelihood of "
+                     + (f"{iw_subset} test points" if iw_subset else "the test set"))
+    _say(f"{len(todo)} of {len(arms) * len(seeds)} runs to do ({len(arms)} arms x {len(seeds)} "
+         f"seeds), each trained for {budget}"
+         + (f", then {' and '.join(after)}: outside the budget; the first run's time gives an "
+            "estimate" if after else ""))
+    extra: list[float] = []
+    for i, (seed, arm) in enumerate(todo):  # has every arm for the first seeds
+        extra.append(run_arm(arm, configs[(arm, seed)], out / "runs" / arm.folder / f"seed{seed}",
+                             grad_draws=grad_draws, iw_samples=iw_samples, iw_subset=iw_subset,
+                             progress=progress))
+        left = len(todo) - i - 1
+        if i == 0 and left and extra[0] > 0:
+            _say(f"diagnostics and evaluation took {extra[0]:.0f} s for the first run: about "
+                 f"{extra[0] * left / 60:.1f} min more for the {left} other(s), beside training")
     return write_report(out, arms, seeds)
 
 
@@ -283,7 +322,28 @@ def _run_record(run_dir: Path) -> tuple[dict[str, float], dict[str, np.ndarray]]
             curves["cpu_seconds"] = np.cumsum(np.asarray(history["cpu_seconds"].values, float))
             if summary.get("steps"):
                 scalars["cpu_ms_per_step"] = 1000.0 * curves["cpu_seconds"][-1] / summary["steps"]
+        # steady state: without the first epoch, whose steps carry the one-off costs (tracing,
+        # compilation, caches warming): it read 996 ms/step for Pyro trace_enum where later steps
+        # take 176. A run of one epoch keeps the mean over all its steps.
+        for key, clock in (("ms_per_step", "seconds"), ("cpu_ms_per_step", "cpu_seconds")):
+            steady = steady_ms_per_step(history, clock)
+            if steady is not None:
+                scalars[key] = steady
     return scalars, curves
+
+
+def steady_ms_per_step(history: xr.Dataset, clock: str = "seconds") -> float | None:
+    """Milliseconds per optimiser step after the first epoch record: the ``clock`` seconds of the
+    later records over the steps they took (``step`` is cumulative); None with fewer than two
+    records or no step counts."""
+    if clock not in history or "step" not in history or history.sizes.get("epoch", 0) < 2:
+        return None
+    seconds = np.asarray(history[clock].values, float)
+    steps = np.asarray(history["step"].values, float)
+    taken = steps[-1] - steps[0]
+    if not taken > 0 or not np.isfinite(seconds[1:]).all():
+        return None
+    return float(1000.0 * seconds[1:].sum() / taken)
 
 
 def _discover(out: Path) -> list[tuple[dict[str, Any], int, Path]]:
@@ -408,7 +468,9 @@ def markdown(ds: xr.Dataset, rows: list[dict[str, Any]]) -> str:
              "arm (training time; evaluation not counted). "
              "Mean ± sd over seeds. SNR: median over parameter elements of |E g| / sd(g) over "
              f"{settings.get('grad_draws', 'N')} gradient draws at fixed parameters and batch "
-             "(q: guide, p: model); Var loss: variance of the loss estimate (nats² per point).",
+             "(q: guide, p: model); Var loss: variance of the loss estimate (nats² per point). "
+             "ms/step: steady state, the steps after the first epoch (which carries one-off "
+             "costs; a one-epoch run: all its steps).",
              "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for row in rows:
         cells = [row["arm"], str(row["seeds"])]

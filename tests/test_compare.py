@@ -45,6 +45,20 @@ def test_compare_writes_the_files_with_the_promised_dimensions(tmp_path, capsys)
     assert float(row["test_elbo_mean"]) == pytest.approx(values.mean(), rel=1e-5)
     assert float(row["test_elbo_sd"]) == pytest.approx(values.std(ddof=1), rel=1e-4)
     assert "| m2/trace/pyro | 2 |" in (out / "comparison.md").read_text()
+    # under --no-progress, a line per phase on stderr: evaluation is announced, not silent
+    err = capsys.readouterr().err
+    assert "compare: 4 of 4 runs to do" in err and "outside the budget" in err
+    assert err.count("IW-5 log-likelihood of the first 10 test points") == 4
+    assert err.count(": evaluated in ") == 4 and "about " in err
+    # ms/step is the steady state: the second epoch's seconds over its steps, from history.nc
+    from ppl_dgm import results
+
+    for arm, folder in (("m2/trace/pyro", "m2__trace__pyro"), ("m2/trace_enum/pyro",
+                                                                 "m2__trace_enum__pyro")):
+        for seed in (0, 1):
+            h = results.read_history(out / "runs" / folder / f"seed{seed}" / "history.nc")
+            expected = 1000 * float(h["seconds"].values[1]) / 2  # epoch 2: steps 3 and 4
+            assert ds.ms_per_step.sel(arm=arm, seed=seed).item() == pytest.approx(expected)
     # runs are ordinary run directories
     run = out / "runs" / "m2__trace__pyro" / "seed1"
     assert (run / "summary.json").is_file() and (run / "gradients.json").is_file()
