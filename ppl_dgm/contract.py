@@ -44,6 +44,11 @@ The Pyro pair: ``ppl_dgm.pair.Pair(p, q, max_plate_nesting=1)``
   distribution with finite support (``Categorical``) with ``infer={"enumerate": "parallel"}`` and
   ``p`` accepts the enumerated values (shape ``(K, 1)`` broadcast against the batch), so that
   ``TraceEnum_ELBO`` sums over the labels exactly.
+* ... or the label is observed only in the model: ``q`` samples no ``"y"`` but enumerates exactly
+  one latent class site (e.g. ``"t"``, the true class of a label-noise M2, enumerated for every
+  point, labelled or not), and ``p`` observes ``y`` through ``p(y | t)`` when it is given (and
+  need not sample it when ``y=None``: it sums to one). ``classify`` then gives ``q(t | x)``, which
+  the test error compares with the labels (:func:`check_label_site`).
 * ``q.classify(x, num_samples=1)`` -> class probabilities ``(B, n_classes)`` (``(B, T, n_classes)``
   for sequences): required by semi-supervised and supervised pairs (the test error); a subclass of
   ``Pair`` may define ``classify`` (and ``sample_x``) itself instead.
@@ -187,13 +192,42 @@ def check_sites(spec: Any, run: str, model_nodes: dict[str, dict[str, Any]],
                            "pyro.sample(\"y\", ..., obs=y)")
 
 
-def check_label_site(spec: Any, guide_nodes: dict[str, dict[str, Any]]) -> None:
-    """The guide of a semi-supervised pair, run with ``y=None``, samples an enumerable ``"y"``."""
+def class_sites(guide_nodes: dict[str, dict[str, Any]]) -> list[str]:
+    """The guide's latent sites other than ``"y"`` that are enumerated in parallel over a finite
+    support: the candidates for a latent class of a pair that observes its label only in the model
+    (see :func:`check_label_site`)."""
+    return [name for name, site in guide_nodes.items()
+            if name != "y" and site["type"] == "sample" and not site.get("is_observed")
+            and site["infer"].get("enumerate") == "parallel"
+            and getattr(site["fn"], "has_enumerate_support", False)]
+
+
+def check_label_site(spec: Any, guide_nodes: dict[str, dict[str, Any]]) -> str:
+    """The guide of a semi-supervised pair, run with ``y=None``: returns the site of its class.
+
+    The rule: either the guide samples ``"y"`` itself, enumerated over a finite support (M2: the
+    label is the class), or -- a pair whose label is observed only in the model, e.g. a label-noise
+    M2 with a latent true class ``t`` that the guide enumerates for every point, labelled or not,
+    and ``p(y | t)`` observing the given label -- the guide samples no ``"y"`` and enumerates
+    exactly one other finite site (``"t"``). Both objectives are valid ELBOs, summed exactly over
+    the enumerated class. In the second case the classifier (``classify``) must give ``q(t | x)``,
+    and the test error compares its argmax with the labels, i.e. it takes ``t`` for the true class
+    (a label-noise model whose ``p(y | t)`` permutes the classes would need its own classify).
+    Anything else is refused: no ``"y"`` and no enumerated site, or several candidates.
+    """
     site = guide_nodes.get("y")
     if site is None or site["type"] != "sample":
+        candidates = class_sites(guide_nodes)
+        if len(candidates) == 1:
+            return candidates[0]
+        if candidates:
+            raise _error(spec, f"the guide samples no label site \"y\" when y is None and "
+                               f"enumerates several sites {candidates}: sample the label as \"y\", "
+                               "or enumerate one class site only")
         raise _error(spec, "the guide samples no label site \"y\" when y is None: sample it "
                            "from q(y|x) with infer={\"enumerate\": \"parallel\"} "
-                           "(ppl_dgm.guides.label.label_site)")
+                           "(ppl_dgm.guides.label.label_site), or enumerate a latent class (e.g. "
+                           "\"t\") whose label the model observes (see ppl_dgm/contract.py)")
     if not getattr(site["fn"], "has_enumerate_support", False):
         raise _error(spec, f"the guide's label site \"y\" cannot be enumerated: "
                            f"{type(site['fn']).__name__} has no finite support; use a "
@@ -201,6 +235,7 @@ def check_label_site(spec: Any, guide_nodes: dict[str, dict[str, Any]]) -> None:
     if site["infer"].get("enumerate") != "parallel":
         raise _error(spec, "the guide's label site \"y\" is not marked for enumeration: add "
                            "infer={\"enumerate\": \"parallel\"} to its pyro.sample")
+    return "y"
 
 
 def check_outputs(spec: Any, probs_shape: tuple[int, ...] | None, y_shape: tuple[int, ...],

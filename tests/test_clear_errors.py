@@ -310,3 +310,38 @@ def test_a_sigtermed_sweep_says_so_and_stops_its_runs(tmp_path, monkeypatch, cap
     assert record["status"] == "interrupted" and record["signal"] == "SIGTERM"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(
         signal.getsignal(signal.SIGTERM))
+
+
+# ------------------------------------------------------------------------------------- contract
+def test_a_label_observed_only_in_the_model_is_a_valid_pair(tmp_path, capsys):
+    """tests/pairs/label_noise_m2.py: the guide enumerates a latent true class "t" for every point
+    and samples no "y"; the model observes the label through p(y | t). The contract admits it
+    (ppl_dgm.contract.check_label_site), and it trains, evaluates and samples by file path."""
+    pair = Path(__file__).parent / "pairs" / "label_noise_m2.py"
+    out = tmp_path / "run"
+    code, err = run_cli(["train", f"{pair}:build", "--out", out, "--epochs", "1", *TINY[:2],
+                         "--labels", "50", "--steps-per-epoch", "2", "--device", "cpu",
+                         "--no-progress"], capsys)
+    assert code == 0, err
+    summary = results.read_json(out / results.SUMMARY)
+    assert 0 <= summary["test_error"] <= 1 and np.isfinite(summary["test_elbo"])
+    assert run_cli(["evaluate", out, "--iw-samples", "10", "--subset", "10"], capsys)[0] == 0
+    evaluation = results.read_json(out / results.EVALUATION)
+    assert np.isfinite(evaluation["test_log_likelihood"]) and 0 <= evaluation["test_error"] <= 1
+    # the test error is that of q(t | x), the guide's classifier, against the labels
+    assert evaluation["test_error"] == pytest.approx(summary["test_error"])
+    assert run_cli(["sample", out], capsys)[0] == 0 and (out / "samples.png").stat().st_size > 0
+
+
+def test_the_label_rule_refuses_a_guide_without_a_class(tmp_path):
+    from ppl_dgm.contract import ContractError, check_label_site
+
+    spec = type("Spec", (), {"name": "p"})()
+    site = {"type": "sample", "is_observed": False, "infer": {"enumerate": "parallel"},
+            "fn": type("Cat", (), {"has_enumerate_support": True})()}
+    assert check_label_site(spec, {"y": site}) == "y"
+    assert check_label_site(spec, {"t": site}) == "t"
+    with pytest.raises(ContractError, match="several sites"):
+        check_label_site(spec, {"t": site, "s": site})
+    with pytest.raises(ContractError, match="samples no label site"):
+        check_label_site(spec, {"z": {**site, "infer": {}}})
