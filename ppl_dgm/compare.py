@@ -567,7 +567,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "  ppl-dgm compare m2 --objectives trace_enum,trace_graph --backends pyro,numpyro ...\n"
         "  ppl-dgm compare --report-only --out DIR   # rebuild the table and figure",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="*", metavar="MODEL", help="registered model names")
+    parser.add_argument("models", nargs="*", metavar="MODEL",
+                        help="names of 'ppl-dgm models', or your own pair as "
+                             "path/to/my_pair.py:build")
     parser.add_argument("--objectives", type=_csv, default=None,
                         help="comma-separated objectives (trace_enum, trace, trace_graph, "
                              "trace_meanfield, renyi, rws, iwae:K, renyi:ALPHA:K, rws:K; see "
