@@ -82,12 +82,14 @@ class AuxiliaryGuide(nn.Module):
     ``hidden`` gives every network's hidden layers (the authors: two of 500 units); ``a_dim`` and
     ``z_dim`` are 100 in the paper. ``alpha`` weighs the classification term of labelled points.
     See the module docstring for ``average_y_over_particles`` and ``classification_log_mean``.
+    ``train_q_a=False`` leaves q(a | x)'s weights at their initial values (they get no gradient, so
+    neither the optimiser nor a weight prior moves them), as the ADGM workshop code does.
     """
 
     def __init__(self, x_dim: int, n_classes: int, a_dim: int, z_dim: int, hidden: list[int],
                  activation: str = "relu", batch_norm: bool = False, alpha: float = 0.0,
                  average_y_over_particles: bool = True,
-                 classification_log_mean: bool = True) -> None:
+                 classification_log_mean: bool = True, train_q_a: bool = True) -> None:
         super().__init__()
         self.n_classes, self.a_dim, self.z_dim = n_classes, a_dim, z_dim
         self.alpha = alpha
@@ -96,6 +98,9 @@ class AuxiliaryGuide(nn.Module):
         # q(a | x)
         self.a_net = MLP(x_dim, hidden, activation, batch_norm)
         self.a_head = GaussianHead(hidden[-1], a_dim)
+        self.train_q_a = bool(train_q_a)
+        for parameter in [*self.a_net.parameters(), *self.a_head.parameters()]:
+            parameter.requires_grad_(self.train_q_a)
         # q(y | a, x): Dense(x) + Dense(a)
         self.y_net = MultiInputMLP([x_dim, a_dim], hidden, activation, batch_norm)
         self.y_logits = nn.Linear(hidden[-1], n_classes)
@@ -105,8 +110,12 @@ class AuxiliaryGuide(nn.Module):
 
     # ------------------------------------------------------------------ the three factors
     def q_a(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loc, scale) of q(a | x)."""
-        return self.a_head(self.a_net(x))
+        """(loc, scale) of q(a | x) (detached from q(a|x)'s weights when ``train_q_a`` is off: they
+        then get no gradient, so neither the optimiser nor the weight prior moves them)."""
+        loc, scale = self.a_head(self.a_net(x))
+        if not self.train_q_a:
+            return loc.detach(), scale.detach()
+        return loc, scale
 
     def q_y_logits(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """Logits of q(y | a, x); ``a`` may carry leading particle dimensions."""
@@ -169,4 +178,5 @@ def build_guide(hparams: dict[str, Any], data: Any) -> AuxiliaryGuide:
         batch_norm=hparams["batch_norm"], alpha=hparams.get("alpha", 0.0),
         average_y_over_particles=hparams.get("average_y_over_particles", True),
         classification_log_mean=hparams.get("classification_log_mean", True),
+        train_q_a=hparams.get("train_q_a", True),
     )

@@ -106,18 +106,22 @@ class AuxiliaryGuide:
     The networks are the flax modules ``q_a`` (an MLP of x), ``q_y`` (Dense(x) + Dense(a)) and
     ``q_z`` (Dense(x) + Dense(a) + Dense(y)), with parameter sites ``q_a$params``, ... (and
     ``q_a$state``, ... with batch norm). See the module docstring for ``num_particles`` and
-    ``average_y_over_particles`` and ``classification_log_mean``.
+    ``average_y_over_particles`` and ``classification_log_mean``. ``train_q_a=False`` leaves
+    q(a | x)'s weights at their initial values (the pair lists ``q_a`` in ``frozen``: the optimiser,
+    weight prior included, gives it no update), as the ADGM workshop code does.
     """
 
     def __init__(self, x_dim: int, n_classes: int, a_dim: int, z_dim: int, hidden: Sequence[int],
                  activation: str = "relu", batch_norm: bool = False, alpha: float = 0.0,
                  average_y_over_particles: bool = True, num_particles: int = 1,
-                 classification_log_mean: bool = True, weight_init: str = "torch") -> None:
+                 classification_log_mean: bool = True, weight_init: str = "torch",
+                 train_q_a: bool = True) -> None:
         self.x_dim, self.n_classes, self.a_dim, self.z_dim = x_dim, n_classes, a_dim, z_dim
         self.alpha, self.batch_norm = alpha, batch_norm
         self.average_y_over_particles = bool(average_y_over_particles)
         self.classification_log_mean = bool(classification_log_mean)
         self.num_particles = check_particles(num_particles)
+        self.train_q_a = bool(train_q_a)
         hidden = tuple(hidden)
         self.q_a = GaussianMLP(a_dim, hidden, activation, batch_norm, weight_init)
         self.q_y = LogitsMLP(n_classes, hidden, activation, batch_norm, weight_init)
@@ -200,4 +204,5 @@ def build_guide(hparams: dict[str, Any], data: Any) -> AuxiliaryGuide:
         num_particles=hparams.get("num_particles", 1),
         classification_log_mean=hparams.get("classification_log_mean", True),
         weight_init=hparams.get("weight_init", "torch"),
+        train_q_a=hparams.get("train_q_a", True),
     )

@@ -92,7 +92,7 @@ def make_pair(p: Any, q: AuxiliaryGuide) -> NumPyroPair:
                          f"({p.num_particles} and {q.num_particles})")
     return NumPyroPair(p, q, max_plate_nesting=2 if q.num_particles > 1 else 1,
                        classifier=q.classify, sampler=p.sample_x, sampling_classifier=True,
-                       particles_in_program=True)
+                       particles_in_program=True, frozen=() if q.train_q_a else ("q_a",))
 
 
 def build(hparams: dict[str, Any], data: Any) -> NumPyroPair:

@@ -32,6 +32,9 @@ from ppl_dgm.threads import apply_threads, default_threads
 
 # CLI flags that map one-to-one onto TrainConfig fields (None = keep the registered default).
 TRAIN_FLAGS: dict[str, dict[str, Any]] = {
+    "preset": dict(help="an authors' script to follow setting by setting ('ppl-dgm models MODEL "
+                        "--preset NAME' lists what it sets and what still differs; your other "
+                        "options override it) (default: none, the registered recipe)"),
     "dataset": dict(help="digits, mnist, mnist-sequence, svhn, norb, omniglot, or a path to an "
                          ".npz"),
     "data_dir": dict(help="folder holding mnist.npz (else $PPL_DGM_DATA, then the user cache)"),
@@ -117,7 +120,9 @@ def _key_values(pairs: list[str] | None, flag: str) -> dict[str, Any]:
 
 def cmd_models(args: argparse.Namespace) -> int:
     if args.name:
-        return show_model(args.name, args.backend)
+        return show_model(args.name, args.backend, args.preset)
+    if args.preset:
+        raise UserError("--preset needs a model NAME", "e.g. ppl-dgm models adgm --preset workshop")
     from ppl_dgm import user_pairs
     from ppl_dgm.contract import ContractError
 
@@ -149,8 +154,12 @@ def model_defaults(spec: registry.ModelSpec) -> tuple[dict[str, Any], dict[str, 
     return hparams, config
 
 
-def show_model(name: str, backend: str | None = None) -> int:
-    """``ppl-dgm models NAME``: the pair's task, source, hyperparameters and training defaults."""
+def show_model(name: str, backend: str | None = None, preset: str | None = None) -> int:
+    """``ppl-dgm models NAME``: the pair's task, source, hyperparameters and training defaults;
+    with ``preset``, what the preset sets and what still differs from its script, then the
+    defaults a run with it gets."""
+    from ppl_dgm import presets
+
     # the Pyro pair (the default backend) first, then its NumPyro twin
     registered = sorted((b for n, b in registry._REGISTRY if n == name), key=lambda b: b != "pyro")
     if registered and backend is None:
@@ -171,6 +180,13 @@ def show_model(name: str, backend: str | None = None) -> int:
         else:
             where = f"registered, {spec.build if isinstance(spec.build, str) else spec.build.__module__}"
         print(f"  source: {where}")
+        if preset:
+            for line in presets.describe(presets.get(spec.name, preset), spec):
+                print("  " + line)
+            spec = presets.apply(spec, preset)
+        elif i == 0 and presets.presets_for(spec.name):
+            names = ", ".join(p.name for p in presets.presets_for(spec.name))
+            print(f"  presets (--preset NAME; 'ppl-dgm models {spec.name} --preset NAME'): {names}")
         hparams, train = model_defaults(spec)
         print("  hyperparameters (--set KEY=VALUE):" + ("" if hparams else " none declared"))
         for key, value in hparams.items():
@@ -410,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a listed name, path/to/my_pair.py:build or package.module:build")
     models.add_argument("--backend", choices=["pyro", "numpyro"], default=None,
                         help="show this backend only (default: every backend the name has)")
+    models.add_argument("--preset", default=None, metavar="PRESET",
+                        help="show the preset's settings (an authors' script) and every difference "
+                             "from that script that remains (default: none)")
     models.set_defaults(func=cmd_models)
 
     train = sub.add_parser(

@@ -20,6 +20,8 @@ ELBOS = ("trace_enum", "trace", "trace_graph", "trace_meanfield", "renyi", "rws"
 class TrainConfig:
     """Everything a training run depends on (written to ``RUN_DIR/config.json``).
 
+    ``preset`` names the :mod:`ppl_dgm.presets` entry (an authors' script) whose settings replaced
+    the registered defaults before the user's own options (``None``: the registered recipe).
     ``labels`` is the number of labelled training points (balanced across classes; ``None`` = all).
     ``alpha`` weighs the classification term; ``None`` means the papers' 0.1 * N / N_labelled.
     ``lr_decay`` multiplies the learning rate every ``lr_decay_every`` epochs, not below ``min_lr``.
@@ -65,6 +67,7 @@ class TrainConfig:
     """
 
     model: str
+    preset: str | None = None
     dataset: str = "digits"
     data_dir: str | None = None
     backend: str = "pyro"
@@ -141,7 +144,11 @@ class TrainConfig:
 
 def resolve(spec: ModelSpec, overrides: dict[str, Any],
             hparam_overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Merge the defaults, the spec's training defaults and the user's (non-None) overrides."""
+    """Merge the defaults, the spec's training defaults (replaced by those of the preset
+    ``overrides["preset"]`` where one is named) and the user's (non-None) overrides."""
+    from ppl_dgm import presets
+
+    spec = presets.apply(spec, overrides.get("preset"))
     values: dict[str, Any] = {"model": spec.name, "backend": spec.backend, "source": spec.source}
     values.update(spec.train)
     values.update({k: v for k, v in overrides.items() if v is not None})

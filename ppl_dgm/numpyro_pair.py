@@ -33,6 +33,8 @@ class NumPyroPair:
     ``num_particles`` the trainer puts in the hparams), so a trainer's ELBO runs one particle.
     ``iw_enumerate``: the importance-weighted estimator sums the guide's enumerated sites exactly
     instead of sampling them (``ppl_dgm.infer.numpyro_importance``; CaGeM's y).
+    ``frozen``: names of networks (parameter sites ``NAME$params``) that the optimiser leaves at
+    their initial values (no update at all, weight prior included).
     """
 
     model: Callable[..., Any]
@@ -43,6 +45,7 @@ class NumPyroPair:
     sampling_classifier: bool = False
     particles_in_program: bool = False
     iw_enumerate: bool = False
+    frozen: tuple[str, ...] = ()
 
     def classify(self, params: Params, x: jax.Array, num_samples: int = 1,
                  rng_key: jax.Array | None = None) -> jax.Array:

@@ -223,7 +223,8 @@ class Trainer(EpochLoop):
     # ----------------------------------------------------------------------------- data
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
         t = torch.as_tensor(x, dtype=torch.float32, device=self.device)
-        return t.reshape(len(t), -1) if self.flatten else t
+        # (the size given, not inferred: an empty validation split has none to infer)
+        return t.reshape(len(t), math.prod(t.shape[1:])) if self.flatten else t
 
     def _to_device(self) -> None:
         d, s = self.data, self.split

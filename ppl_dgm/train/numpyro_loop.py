@@ -127,12 +127,13 @@ def learning_rate(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
     return schedule
 
 
-def make_optimizer(config: TrainConfig, steps_per_epoch: int,
-                   n_train: int = 1) -> optax.GradientTransformation:
+def make_optimizer(config: TrainConfig, steps_per_epoch: int, n_train: int = 1,
+                   frozen: tuple[str, ...] = ()) -> optax.GradientTransformation:
     """Adam (``adam_betas``) or RMSprop through optax, after the clipping of ``clip_value`` and
     ``clip_norm`` in the order ``clip_order``; before the clipping, with ``weight_prior_std`` > 0,
     the gradient W / (std^2 ``n_train``) of the weight prior on every parameter with two or more
-    dimensions (as the Pyro trainer's ``add_weight_prior``)."""
+    dimensions (as the Pyro trainer's ``add_weight_prior``). The parameter sites of the networks
+    named in ``frozen`` (``NAME$params``) get no update at all."""
     lr = learning_rate(config, steps_per_epoch)
     if config.optimizer == "adam":
         opt = optax.adam(lr, b1=config.adam_betas[0], b2=config.adam_betas[1])
@@ -151,7 +152,14 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int,
         clips.insert(0, optax.add_decayed_weights(
             1.0 / (config.weight_prior_std ** 2 * n_train),
             mask=lambda params: jax.tree_util.tree_map(lambda p: jnp.ndim(p) >= 2, params)))
-    return optax.chain(*clips, opt) if clips else opt
+    chain = optax.chain(*clips, opt) if clips else opt
+    if not frozen:
+        return chain
+
+    def labels(params: dict[str, Any]) -> dict[str, str]:
+        return {name: "frozen" if name.split("$")[0] in frozen else "train" for name in params}
+
+    return optax.multi_transform({"train": chain, "frozen": optax.set_to_zero()}, labels)
 
 
 class NumPyroTrainer(EpochLoop):
@@ -214,7 +222,7 @@ class NumPyroTrainer(EpochLoop):
         # pairs that vectorise their particles inside the programs need one ELBO particle
         elbo_particles = 1 if self.pair.particles_in_program else config.num_particles
         optimizer = optax_to_numpyro(make_optimizer(config, self.steps_per_epoch,
-                                                    len(self.x_train)))
+                                                    len(self.x_train), self.pair.frozen))
         x = self.data.x_train.reshape(len(self.data.x_train), -1)
         init_args: tuple
         if self.task == "semi-supervised":
