@@ -6,6 +6,7 @@ Matplotlib is used through ``matplotlib.figure.Figure`` (no pyplot state, no GUI
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -27,6 +28,7 @@ def plot_site_kl(history: xr.Dataset, path: str | os.PathLike, variable: str = "
     from matplotlib.ticker import MaxNLocator
 
     kl = history[variable].transpose("epoch", "site")
+    kl = kl.isel(epoch=np.flatnonzero(np.isfinite(np.asarray(kl)).any(axis=1)))  # evaluated epochs
     epochs = np.asarray(kl["epoch"])
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
@@ -154,9 +156,13 @@ def plot_glimpses(
 
 def plot_learning_curves(curves: dict[str, tuple[list[float], list[float]]],
                          path: str | os.PathLike, ylabel: str,
-                         reference: dict[str, float] | None = None, title: str = "") -> None:
-    """One line per run (``label -> (epochs, values)``) against epochs, and each ``reference``
-    value (``label -> value``, e.g. a paper's reported figure) as a dashed horizontal line."""
+                         reference: dict[str, float] | None = None, title: str = "",
+                         xlabel: str = "epoch",
+                         other_curves: dict[str, tuple[Any, Any]] | None = None) -> None:
+    """One line per run (``label -> (x, values)``: epochs, or steps with ``xlabel``), each
+    ``reference`` value (``label -> value``, e.g. a paper's reported figure) as a dashed
+    horizontal line, and each of ``other_curves`` (e.g. an authors' published curve) as a thin
+    dotted line with markers."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
@@ -168,13 +174,41 @@ def plot_learning_curves(curves: dict[str, tuple[list[float], list[float]]],
     for i, (label, value) in enumerate((reference or {}).items()):
         ax.axhline(value, linestyle="--", color=f"C{(len(curves) + i) % 10}",
                    label=f"{label}: paper {value:g}")
+    for i, (label, (xs, values)) in enumerate((other_curves or {}).items()):
+        if len(xs):
+            ax.plot(xs, values, linestyle=":", linewidth=1,
+                    marker="o" if len(xs) < 200 else None, markersize=3,
+                    color=f"C{(len(curves) + len(reference or {}) + i) % 10}", label=label)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title if len(title) < 90 else title[:87] + "...", fontsize="small")
     ax.grid(alpha=0.3)
     if curves or reference:
         ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_auxiliary(figures: dict[str, dict[str, tuple[list[float], list[float]]]],
+                   path: str | os.PathLike, title: str = "") -> None:
+    """The diagnostics of an auxiliary variable by optimiser steps, one panel each
+    (``figures``: ``"mutual_info_y_a"`` and/or ``"a_std"`` -> run label -> (steps, values))."""
+    from matplotlib.figure import Figure
+
+    names = {"mutual_info_y_a": "I(y; a | x), nats", "a_std": "mean std of q(a | x)"}
+    panels = [n for n in names if n in figures]
+    fig = Figure(figsize=(5 * max(len(panels), 1), 3.8))
+    for i, name in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for label, (steps, values) in figures[name].items():
+            ax.plot(steps, values, marker="." if len(steps) < 60 else None, label=label)
+        ax.set_xlabel("optimiser steps")
+        ax.set_ylabel(names[name])
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize="small")
+    if title:
+        fig.suptitle(title, fontsize="small")
     fig.tight_layout()
     _save(fig, path)

@@ -8,10 +8,17 @@ training time (evaluation excluded; the trainer stops after the first epoch that
 budget), on the fastest backend for the device (:data:`FASTEST_BACKEND`), and writes a report folder:
 
 - ``report.md`` and ``report.json``: the final figure of every run, their mean and spread over
-  seeds, the gap to the paper's number, KL(a) next to the error for ADGM/SDGM, whether the paper's
-  ordering shows (LVAE > VAE, RNN-SPN < FFN-SPN < CNN), and the exact commands that produced it;
-- ``learning_curves.png``: the figure per epoch (the test error recorded for learning curves, or
-  the validation ELBO) of every run, the paper's number drawn as a horizontal line;
+  seeds, the gap to the paper's number, the diagnostics of the auxiliary variable for ADGM/SDGM
+  (I(y; a | x) and the standard deviation of q(a|x) at the last evaluation:
+  ``ppl_dgm.infer.auxiliary_diagnostics``), whether the paper's ordering shows (LVAE > VAE,
+  RNN-SPN < FFN-SPN < CNN), and the exact commands that produced it; for ``adgm-mnist100``,
+  ``milestones``: at each of 30k, 48k, 60k, 90k and 120k optimiser steps the run has passed, its
+  test error (100 samples of a) beside the authors' own at the same step (their published
+  training log, shipped as :mod:`ppl_dgm.reference`);
+- ``learning_curves.png``: the figure of every run (the test error recorded for learning curves,
+  by optimiser steps, or the validation ELBO by epochs), the paper's number drawn as a horizontal
+  line and, for ``adgm-mnist100``, the authors' curve by steps; ``auxiliary.png`` for ADGM/SDGM:
+  I(y; a | x) and the standard deviation of q(a|x) by steps;
 - ``runs/MODEL-BACKEND-seedS/``: the ordinary run directories (``ppl-dgm evaluate`` reads them).
 
 Calling it again with the same ``--out`` and a larger ``--minutes`` continues the same runs from
@@ -84,14 +91,19 @@ class Claim:
     order: tuple[str, ...] = ()
     overrides: dict[str, Any] = field(default_factory=dict)
     summary: str = ""
+    reference: str | None = None  # an authors' curve of ppl_dgm.reference to set beside the runs
 
 
 CLAIMS: dict[str, Claim] = {c.name: c for c in (
     Claim("m2-mnist100", ("m2",), "mnist", "test_error", labels=100,
           summary="M2 on MNIST with 100 labels: 11.97% test error"),
+    # the authors trained on all 60,000 images (no validation split); evaluated every 3000 steps,
+    # which falls on each milestone of ppl_dgm.reference.MILESTONES
     Claim("adgm-mnist100", ("adgm",), "mnist", "test_error", labels=100,
+          overrides={"validation_size": 0, "eval_every": 3000}, reference="adgm_mnist100",
           summary="ADGM on MNIST with 100 labels: 0.96% test error, with an active auxiliary a"),
     Claim("sdgm-mnist100", ("sdgm",), "mnist", "test_error", labels=100,
+          overrides={"validation_size": 0, "eval_every": 3000},
           summary="SDGM on MNIST with 100 labels: 1.32% test error"),
     Claim("lvae-mnist", ("vae", "lvae"), "mnist", "log_likelihood", epochs=2000,
           order=("lvae", "vae"),
@@ -108,6 +120,7 @@ CLAIMS: dict[str, Claim] = {c.name: c for c in (
 FASTEST_BACKEND = {"cuda": "numpyro", "cpu": "pyro"}
 RUNS = "runs"
 REPORT_MD, REPORT_JSON, CURVES = "report.md", "report.json", "learning_curves.png"
+AUXILIARY = "auxiliary.png"
 
 
 # ------------------------------------------------------------------------------------ choices
@@ -264,18 +277,33 @@ def spread(values: list[float]) -> dict[str, Any]:
             "min": float(arr.min()), "max": float(arr.max())}
 
 
-def curve(run_dir: Path, metric: str) -> tuple[list[float], list[float]]:
-    """Epochs and the per-epoch figure of a run's history (the test error recorded for learning
-    curves, or the validation ELBO)."""
+def curve(run_dir: Path, metric: str, name: str | None = None) -> tuple[list[float], list[float]]:
+    """The evaluated records of a run's history: (optimiser steps, test error) for a test-error
+    claim (epochs for records without steps), or (epochs, validation ELBO); ``name`` picks another
+    recorded figure, by steps. Records without an evaluation (``--eval-every``) are left out."""
     path = run_dir / results.HISTORY
     if not path.is_file():
         return [], []
     history = results.read_history(path)
-    name = "test_error" if metric == "test_error" else "validation_elbo"
+    name = name or ("test_error" if metric == "test_error" else "validation_elbo")
     if name not in history:
         return [], []
-    return ([float(e) for e in history["epoch"].values],
-            [float(v) for v in history[name].values])
+    by_steps = "step" in history and (metric == "test_error" or name != "validation_elbo")
+    x = history["step"].values if by_steps else history["epoch"].values
+    y = history[name].values
+    keep = np.isfinite(y)
+    return [float(v) for v in x[keep]], [float(v) for v in y[keep]]
+
+
+def auxiliary_figures(run_dir: Path) -> dict[str, float]:
+    """I(y; a | x) and the standard deviation of q(a|x) at a run's last evaluation (empty for a
+    pair without an auxiliary a, or a history recorded before these diagnostics)."""
+    out = {}
+    for name in ("mutual_info_y_a", "a_std"):
+        steps, values = curve(run_dir, "test_error", name)
+        if values:
+            out[name], out["steps"] = values[-1], steps[-1]
+    return out
 
 
 # ------------------------------------------------------------------------------------ report
@@ -318,18 +346,78 @@ def _fmt(value: float | None, metric: str) -> str:
     return f"{100 * value:.2f}%" if metric == "test_error" else f"{value:.2f}"
 
 
+def reference_curve(claim: Claim) -> Any:
+    """The authors' curve a claim is set beside (:mod:`ppl_dgm.reference`), or ``None``."""
+    if claim.reference is None:
+        return None
+    from ppl_dgm import reference
+
+    return getattr(reference, claim.reference)()
+
+
+def run_milestones(claim: Claim, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each run of a claim with an authors' curve: each milestone the run passed, with its
+    test error (100 samples of a where recorded) and the authors' (fractions)."""
+    authors = reference_curve(claim)
+    if authors is None:
+        return []
+    from ppl_dgm import reference
+
+    out = []
+    for run in runs:
+        history_path = Path(run["run_dir"]) / results.HISTORY
+        if not history_path.is_file():
+            continue
+        history = results.read_history(history_path)
+        if "step" not in history:
+            continue
+        name = "test_error_a100" if "test_error_a100" in history else "test_error"
+        for mark in reference.milestones(authors, history["step"].values, history[name].values):
+            out.append({"model": run["model"], "seed": run["seed"], **mark,
+                        "figure": "test error, 100 samples of a" if name != "test_error"
+                        else "test error"})
+    return out
+
+
 def write_report(out: Path, claim: Claim, report: dict[str, Any]) -> None:
-    """``report.json``, ``report.md`` and ``learning_curves.png`` in ``out``."""
+    """``report.json``, ``report.md``, ``learning_curves.png`` (and ``auxiliary.png``) in ``out``."""
     from ppl_dgm.plots import plot_learning_curves
 
     metric = claim.metric
-    curves = {f"{r['model']} seed {r['seed']}": curve(Path(r["run_dir"]), metric)
+    name = None
+    if metric == "test_error" and any(curve(Path(r["run_dir"]), metric, "test_error_a100")[0]
+                                      for r in report["runs"]):
+        name = "test_error_a100"
+    curves = {f"{r['model']} seed {r['seed']}": curve(Path(r["run_dir"]), metric, name)
               for r in report["runs"]}
     paper_lines = {m: PAPER[m][0] for m in report["models"] if m in PAPER}
-    ylabel = ("test error (per epoch)" if metric == "test_error"
+    by_steps = metric == "test_error"
+    ylabel = ((f"test error{' (100 samples of a)' if name else ''}") if by_steps
               else "validation ELBO, nats (paper: test log-likelihood)")
+    authors = reference_curve(claim)
+    extra = {}
+    if authors is not None:
+        logged = np.isfinite(authors.test_error_a100)
+        extra = {"authors, 1 sample of a": (authors.steps, authors.test_error_a1),
+                 "authors, 100 samples of a": (authors.steps[logged],
+                                               authors.test_error_a100[logged])}
+        runs_steps = [max(c[0]) for c in curves.values() if c[0]]
+        if runs_steps:  # the authors' curve up to a little past the runs
+            limit = 1.5 * max(runs_steps)
+            extra = {k: (x[x <= limit], y[x <= limit]) for k, (x, y) in extra.items()}
     plot_learning_curves(curves, out / CURVES, ylabel=ylabel, reference=paper_lines,
-                         title=f"{claim.name}: {claim.summary}")
+                         title=f"{claim.name}: {claim.summary}",
+                         xlabel="optimiser steps" if by_steps else "epoch", other_curves=extra)
+    auxiliary = {}
+    for r in report["runs"]:
+        for figure in ("mutual_info_y_a", "a_std"):
+            steps, values = curve(Path(r["run_dir"]), metric, figure)
+            if values:
+                auxiliary.setdefault(figure, {})[f"{r['model']} seed {r['seed']}"] = (steps, values)
+    if auxiliary:
+        from ppl_dgm.plots import plot_auxiliary
+
+        plot_auxiliary(auxiliary, out / AUXILIARY, title=f"{claim.name}: the auxiliary variable a")
     results.write_json(out / REPORT_JSON, report)
     lines = [f"# ppl-dgm reproduce {claim.name}", "", f"Claim: {claim.summary}.", "",
              f"Setting: data set {report['dataset']}, "
@@ -354,10 +442,26 @@ def write_report(out: Path, claim: Claim, report: dict[str, Any]) -> None:
                      f"{', '.join(f'{m:.2f}' for m in row['minutes'])} | {each} | "
                      f"{_fmt(row['spread']['mean'], metric)} | {std_text} | "
                      f"{_fmt(row['paper'], metric)} | {gap_text} |")
-    kl_rows = [(model, row["kl_a"]) for model, row in report["results"].items() if row.get("kl_a")]
-    if kl_rows:
-        lines += ["", "KL(a) at the last epoch (nats; an inactive auxiliary variable has ~0): "
-                  + "; ".join(f"{m}: {', '.join(f'{v:.2f}' for v in kls)}" for m, kls in kl_rows)]
+    aux_rows = [(model, row["auxiliary"]) for model, row in report["results"].items()
+                if any(row.get("auxiliary", []))]
+    if aux_rows:
+        lines += ["", "The auxiliary variable at the last evaluation: I(y; a | x), the information "
+                  "q(y|a,x) takes from a (0: a ignored; at most log 10 = 2.30 nats), and the mean "
+                  "standard deviation of q(a|x): "
+                  + "; ".join(f"{m}: " + ", ".join(
+                      f"{a['mutual_info_y_a']:.3f} nats / std {a['a_std']:.3f} (step "
+                      f"{a['steps']:.0f})" for a in auxs if a) for m, auxs in aux_rows)
+                  + f" ([{AUXILIARY}]({AUXILIARY}))."]
+    if report.get("milestones"):
+        lines += ["", "Against the authors' own learning curve, at equal optimiser steps "
+                  f"({reference_curve(claim).source}):", "",
+                  "| model | seed | steps | this run | authors | gap |", "|---|---|---|---|---|---|"]
+        for m in report["milestones"]:
+            at = "" if m["run_steps"] == m["steps"] else f" (at step {m['run_steps']})"
+            authors = "-" if m["authors_test_error"] is None else f"{100 * m['authors_test_error']:.2f}%"
+            gap = "-" if m["gap"] is None else f"{100 * m['gap']:+.2f} points"
+            lines.append(f"| {m['model']} | {m['seed']} | {m['steps']} | "
+                         f"{100 * m['test_error']:.2f}%{at} | {authors} | {gap} |")
     if report.get("ordering") is not None:
         order = report["ordering"]
         lines += ["", f"Paper's ordering ({' better than '.join(order['expected'])}): "
@@ -397,6 +501,12 @@ def reproduce(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError(f"--seeds must be distinct numbers >= 0 (got {args.seeds})", "e.g. 0 1 2")
     device = choose_device(args.device)
     out = Path(args.out or Path("runs") / "reproduce" / claim.name)
+    # every run's configuration checked before anything is written (a bad --config or --set
+    # leaves no empty report folder behind)
+    backends = {model: choose_backend(args.backend, device, model) for model in models}
+    configs = {(model, seed): run_config(claim, model, backends[model], device, seed, args.minutes,
+                                         args)
+               for model in models for seed in args.seeds}
     out.mkdir(parents=True, exist_ok=True)
     from ppl_dgm.threads import apply_threads, default_threads
 
@@ -410,22 +520,21 @@ def reproduce(args: argparse.Namespace) -> dict[str, Any]:
     runs, rows = [], {}
     figure = "test error" if claim.metric == "test_error" else ""
     for model in models:
-        backend = choose_backend(args.backend, device, model)
-        row: dict[str, Any] = {"backend": backend, "values": [], "epochs": [], "minutes": [],
-                               "run_dirs": [], "kl_a": []}
+        backend = backends[model]
+        row: dict[str, Any] = {"backend": backend, "values": [], "epochs": [], "steps": [],
+                               "minutes": [], "run_dirs": [], "auxiliary": []}
         for seed in args.seeds:
-            config = run_config(claim, model, backend, device, seed, args.minutes, args)
+            config = configs[(model, seed)]
             run_dir = out / RUNS / f"{model}-{backend}-seed{seed}"
             summary = train_run(config, run_dir, progress=not args.no_progress)
             if claim.metric == "test_error":
                 value = summary.get("test_error")
             else:
                 value, figure = log_likelihood(run_dir, summary, iw, device, args.iw_subset)
-            kl = summary.get("kl") or {}
-            if "a" in kl:
-                row["kl_a"].append(float(kl["a"]))
+            row["auxiliary"].append(auxiliary_figures(run_dir))
             row["values"].append(value)
             row["epochs"].append(summary.get("epochs"))
+            row["steps"].append(summary.get("steps"))
             row["minutes"].append(summary.get("train_seconds", 0.0) / 60)
             row["run_dirs"].append(str(run_dir))
             runs.append({"model": model, "seed": seed, "backend": backend, "run_dir": str(run_dir),
@@ -451,7 +560,7 @@ def reproduce(args: argparse.Namespace) -> dict[str, Any]:
         "dataset": args.dataset or claim.dataset, "labels": claim.labels, "device": device,
         "minutes": args.minutes, "seeds": list(args.seeds), "models": list(models),
         "deviations": deviations(claim, args), "results": rows, "runs": runs,
-        "ordering": ordering, "commands": commands,
+        "ordering": ordering, "commands": commands, "milestones": run_milestones(claim, runs),
         "paper": {m: {"value": PAPER[m][0], "spread": PAPER[m][1], "source": PAPER[m][2]}
                   for m in models if m in PAPER},
         "environment": {k: v for k, v in results.environment(device).items()},

@@ -130,8 +130,10 @@ class EpochLoop:
 
     def evaluate_epoch(self) -> dict[str, Any]:
         """Validation and test figures of one epoch (called in evaluation mode): the classifiers'
-        errors, the clustering accuracy of a semi-supervised pair trained without labels, and the
-        validation ELBO with :meth:`latent_record` of the generative pairs."""
+        errors, the clustering accuracy of a semi-supervised pair trained without labels, the
+        validation ELBO with :meth:`latent_record` of the generative pairs and, for a guide with an
+        auxiliary a (ADGM, SDGM), :meth:`auxiliary_record` and the a-term ``a_term`` (taken out of
+        the per-site ``kl``: for a it is no KL)."""
         record: dict[str, Any] = {}
         if self.classifies and len(self.x_val):
             record["validation_error"] = self.classification_error(self.x_val, self.y_val)
@@ -151,6 +153,11 @@ class EpochLoop:
             x_val = self.x_val_binary[:1000]
             record["validation_elbo"] = self.mean_elbo(x_val)
             record.update(self.latent_record(x_val))
+            if self.has_auxiliary and "a" in record.get("kl", {}):
+                # E_q[log q(a|x) - log p(a|...)] with p(a|x,y,z) (ADGM) or p(a|y,z) (SDGM) is
+                # E[KL(q(a|x,y,z) || p(a|...))] - I_q(a; y, z | x): no KL, it may sit at or below
+                # zero while a is in use (ppl_dgm.infer.auxiliary_diagnostics)
+                record["a_term"] = record["kl"].pop("a")
         return record
 
     # ----------------------------------------------------------------------------- auxiliary a
@@ -586,7 +593,7 @@ class EpochLoop:
         if self.task != "supervised":
             summary["test_elbo"] = self.mean_elbo(self.x_test_binary)
             summary["test_binarization_seed"] = TEST_BINARIZATION_SEED
-            for key in ("kl", "active_units"):
+            for key in ("kl", "a_term", "active_units"):
                 if self.history and key in self.history[-1]:
                     summary[key] = self.history[-1][key]
             self.write_plots()
