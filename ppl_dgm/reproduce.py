@@ -372,7 +372,8 @@ def run_milestones(claim: Claim, runs: list[dict[str, Any]]) -> list[dict[str, A
         if "step" not in history:
             continue
         name = "test_error_a100" if "test_error_a100" in history else "test_error"
-        for mark in reference.milestones(authors, history["step"].values, history[name].values):
+        for mark in reference.milestones(authors, history["step"].values, history[name].values,
+                                         reference.MILESTONES):
             out.append({"model": run["model"], "seed": run["seed"], **mark,
                         "figure": "test error, 100 samples of a" if name != "test_error"
                         else "test error"})

@@ -111,3 +111,50 @@ def test_claims_backends_and_bad_input(tmp_path, capsys):
         assert main([*argv, "--out", str(tmp_path / "bad")]) != 0
         err = capsys.readouterr().err
         assert err.startswith("ppl-dgm: error:") and message in err, err
+
+
+def test_adgm_report_sets_the_run_beside_the_authors_curve(tmp_path):
+    """A run's evaluated records by steps (a history written here by hand) against the authors'
+    published log: each milestone passed, the run's 100-sample error at it, the authors' (read
+    from the shipped CSV, e.g. 14.6% at 30,000 steps) and the gap; auxiliary.png drawn."""
+    import numpy as np
+
+    from ppl_dgm import reference
+    from ppl_dgm.reproduce import run_milestones, write_report
+
+    run_dir = tmp_path / "runs" / "adgm-numpyro-seed0"
+    run_dir.mkdir(parents=True)
+    steps = np.arange(600, 51_001, 600)
+    records = []
+    for i, step in enumerate(steps):
+        record = {"epoch": i + 1, "step": int(step), "loss": 100.0}
+        if step % 3000 == 0:  # evaluated every 3000 steps
+            record.update(test_error=0.2 - step / 1e6, test_error_a100=0.2 - step / 1e6,
+                          test_error_a1=0.21 - step / 1e6, mutual_info_y_a=step / 1e6,
+                          a_std=0.5)
+        records.append(record)
+    results.write_history(run_dir / results.HISTORY, records, {})
+    claim = CLAIMS["adgm-mnist100"]
+    runs = [{"model": "adgm", "seed": 0, "run_dir": str(run_dir)}]
+    marks = run_milestones(claim, runs)
+    # 51,000 steps: the milestones at 30k and 48k are passed, 60k not yet
+    assert [m["steps"] for m in marks] == [30_000, 48_000]
+    assert marks[0]["test_error"] == pytest.approx(0.2 - 0.03)
+    assert marks[0]["authors_test_error"] == pytest.approx(0.146)
+    assert marks[1]["authors_test_error"] == pytest.approx(0.0792)
+    assert marks[0]["gap"] == pytest.approx(0.17 - 0.146)
+    assert reference.adgm_mnist100().at(60_000) == pytest.approx(0.0544)
+    report = {"runs": [{**runs[0], "backend": "numpyro"}], "models": ["adgm"], "dataset": "mnist",
+              "minutes": 1, "device": "cpu", "seeds": [0], "deviations": [], "figure": "test error",
+              "results": {"adgm": {"backend": "numpyro", "values": [0.149], "epochs": [85],
+                                   "minutes": [1.0], "spread": {"n": 1, "mean": 0.149, "std": None},
+                                   "paper": 0.0096, "gap_to_paper": 0.1394,
+                                   "auxiliary": [{"mutual_info_y_a": 0.051, "a_std": 0.5,
+                                                  "steps": 51000}]}},
+              "ordering": None, "commands": [], "milestones": marks, "environment": {}}
+    write_report(tmp_path, claim, report)
+    assert (tmp_path / "auxiliary.png").is_file() and (tmp_path / "learning_curves.png").is_file()
+    md = (tmp_path / "report.md").read_text()
+    assert "| adgm | 0 | 30000 | 17.00% | 14.60% | +2.40 points |" in md
+    assert "KL(a)" not in md and "I(y; a | x)" in md
+    assert json.loads((tmp_path / "report.json").read_text())["milestones"][1]["steps"] == 48_000

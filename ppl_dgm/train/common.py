@@ -58,6 +58,9 @@ def prepare_data(config: TrainConfig) -> tuple[ImageData, Split, DataInfo]:
     n_val = (config.validation_size if config.validation_size is not None
              else default_validation_size(len(data.x_train)))
     y_split = data.y_train if data.y_train.ndim == 1 else data.y_train[:, 0]
+    if spec.task in ("semi-supervised", "supervised") and data.n_classes < 2:
+        raise UserError(f"{data.source or config.dataset} has {data.n_classes} class: a classifier "
+                        "needs two or more", "give a data set whose labels take two or more values")
     labels = config.labels if spec.task == "semi-supervised" else None
     split = semi_supervised_split(y_split, labels, config.seed, n_val,
                                   config.include_labelled_in_unlabelled)
@@ -240,11 +243,7 @@ class EpochLoop:
                 raise RunDirectoryError(f"{self.run_dir} holds no run to resume",
                                         "train without --resume to start one")
             if config_path.is_file():
-                try:
-                    saved = results.read_json(config_path)
-                except ValueError as err:
-                    raise RunDirectoryError(f"{config_path} is not valid JSON ({err})",
-                                            "restore it, or start a new run elsewhere") from err
+                saved = results.read_json(config_path)  # names the file when it is not JSON
                 differences = rundir.identity_differences(saved, self.config.to_dict())
                 if differences:
                     raise RunDirectoryError(
@@ -578,6 +577,7 @@ class EpochLoop:
             "n_labelled": self.info.n_labelled if self.task != "unsupervised" else 0,
             "n_unlabelled": self.info.n_unlabelled if self.task != "supervised" else 0,
             "n_validation": len(self.x_val), "n_test": len(self.x_test),
+            "data_file": getattr(self.data, "source", None),
             "test_error": None, "test_elbo": None, "config": cfg.to_dict(),
             **results.environment(self.device_name),
         }
