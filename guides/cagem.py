@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ppl_dgm.guides.label import label_site
+from ppl_dgm.models.cagem import labelled_scale
 from ppl_dgm.models.lvae import PAPER_MIN_SCALE, GaussianMLP, kl_scale
 from ppl_dgm.nn.torch_blocks import MultiInputMLP
 
@@ -38,17 +39,19 @@ class CaGeMGuide(nn.Module):
     give the logits of q(y | z1, x) (inputs ``(x, z1)``, or ``(z1,)`` without ``classifier_uses_x``),
     ``q_z2`` is q(z2 | z1, y) (inputs ``(z1, one-hot y)``, two hidden layers of ``hidden_dims[1]``).
     ``alpha`` weighs the classification term of labelled points; ``beta`` scales every latent site,
-    y included (KL warm-up).
+    y included (KL warm-up). ``labelled_weight`` scales log q(z1) and log q(z2) of a labelled call,
+    not its classification term (``labelled_weighting`` in ``models/cagem.py``).
     """
 
     def __init__(self, x_dim: int, n_clusters: int, z_dims: Sequence[int],
                  hidden_dims: Sequence[int], activation: str = "leaky_relu",
                  batch_norm: bool = True, min_scale: float = PAPER_MIN_SCALE, alpha: float = 0.0,
-                 classifier_uses_x: bool = True) -> None:
+                 classifier_uses_x: bool = True, labelled_weight: float = 1.0) -> None:
         super().__init__()
         z1, z2 = z_dims
         h1, h2 = hidden_dims
         self.n_clusters, self.alpha, self.classifier_uses_x = n_clusters, alpha, classifier_uses_x
+        self.labelled_weight = float(labelled_weight)
         self.q_z1 = GaussianMLP(x_dim, h1, z1, activation, batch_norm, min_scale)
         inputs = [x_dim, z1] if classifier_uses_x else [z1]
         self.classifier = MultiInputMLP(inputs, [h1, h1], activation, batch_norm)
@@ -61,13 +64,15 @@ class CaGeMGuide(nn.Module):
         return self.y_logits(h)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, *, beta: float = 1.0):
+        weight = self.labelled_weight
         with pyro.plate("data", x.shape[0], dim=-1):
             loc, scale = self.q_z1(x)
-            with kl_scale(beta):
+            with kl_scale(beta), labelled_scale(weight, y):
                 z1 = pyro.sample("z1", dist.Normal(loc, scale).to_event(1))
-            y = label_site(self.logits(x, z1), y, self.alpha, beta)
+            labelled = y is not None
+            y = label_site(self.logits(x, z1), y, self.alpha, beta)  # (not scaled by the weight)
             loc, scale = self.q_z2(z1, F.one_hot(y, self.n_clusters).to(x.dtype))
-            with kl_scale(beta):
+            with kl_scale(beta), labelled_scale(weight, y if labelled else None):
                 pyro.sample("z2", dist.Normal(loc, scale).to_event(1))
 
     @torch.no_grad()

@@ -14,9 +14,12 @@ The pieces are separate so other ladder-style guides (CaGeM's) can reuse them:
 its likelihood estimates) and :class:`LadderGuide` (which accepts any top-down networks).
 
 Paper choices: two-layer MLPs per connection, batch norm in hidden layers and on the estimate heads,
-leaky ReLU, a variance floor. Option: whether the top-down networks are the generative model's
+leaky ReLU, a variance floor. Options: whether the top-down networks are the generative model's
 p(z_i | z_{i+1}) (``top_down=model.top_down``: the paper's description) or the guide's own
-networks of the same shape (``top_down=None``: the default of the authors' scripts).
+networks of the same shape (``top_down=None``: the default of the authors' scripts); and what
+each bottom-up step reads: the previous hidden state, d_i = MLP(d_{i-1}) (``only_mu_up=False``,
+the default: the paper's description), or the previous mean estimate, d_i = MLP(mu_hat_{i-1})
+(``only_mu_up=True``: the default of the authors' script, ``-only_mu_up True``).
 """
 
 from __future__ import annotations
@@ -52,18 +55,20 @@ class BottomUp(nn.ModuleList):
     """The deterministic bottom-up pass with a likelihood estimate per stochastic layer.
 
     ``self[k].mlp`` maps d_k (d_0 = x) to d_{k+1} with two hidden layers of ``hidden_dims[k]``
-    units; ``self[k].head`` maps d_{k+1} to (mu_hat_{k+1}, scale_hat_{k+1}).
+    units; ``self[k].head`` maps d_{k+1} to (mu_hat_{k+1}, scale_hat_{k+1}). With ``only_mu_up``
+    the MLP of layer k > 0 reads mu_hat_k instead of d_k (the authors' script).
     """
 
     def __init__(self, x_dim: int, z_dims: Sequence[int], hidden_dims: Sequence[int],
                  activation: str = "leaky_relu", batch_norm: bool = True,
-                 min_scale: float = PAPER_MIN_SCALE) -> None:
+                 min_scale: float = PAPER_MIN_SCALE, only_mu_up: bool = False) -> None:
         check_lvae_dims(z_dims, hidden_dims)
-        in_dims = [x_dim, *hidden_dims[:-1]]
+        in_dims = [x_dim, *(z_dims[:-1] if only_mu_up else hidden_dims[:-1])]
         super().__init__(
             GaussianMLP(in_dims[k], hidden_dims[k], z_dims[k], activation, batch_norm, min_scale)
             for k in range(len(z_dims))
         )
+        self.only_mu_up = only_mu_up
 
     def forward(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """[(mu_hat_1, scale_hat_1), ..., (mu_hat_L, scale_hat_L)]."""
@@ -72,6 +77,8 @@ class BottomUp(nn.ModuleList):
         for layer in self:
             d = layer.mlp(d)
             estimates.append(layer.head(d))
+            if self.only_mu_up:
+                d = estimates[-1][0]
         return estimates
 
 
@@ -79,17 +86,19 @@ class LadderGuide(nn.Module):
     """The LVAE inference model; ``forward(x, y=None, *, beta=1.0)`` is the Pyro guide.
 
     ``top_down[k]`` maps z_{k+2} to the top-down (mu_p, scale_p) of z_{k+1} (k = 0..L-2). Pass the
-    generative model's ``top_down`` to share it; with ``None`` the guide makes its own networks of
-    the same shape. Sites are sampled top-down (z_L first), like the model. ``y`` is ignored.
+    generative model's ``top_down`` to share it; with ``None`` the guide makes its own networks
+    (``hidden_dims[k + 1]`` units per hidden layer, as the authors' encoder). ``only_mu_up``: see
+    :class:`BottomUp`. Sites are sampled top-down (z_L first), like the model. ``y`` is ignored.
     """
 
     def __init__(self, x_dim: int, z_dims: Sequence[int], hidden_dims: Sequence[int],
                  activation: str = "leaky_relu", batch_norm: bool = True,
                  min_scale: float = PAPER_MIN_SCALE,
-                 top_down: nn.ModuleList | None = None) -> None:
+                 top_down: nn.ModuleList | None = None, only_mu_up: bool = False) -> None:
         super().__init__()
         self.z_dims = list(z_dims)
-        self.up = BottomUp(x_dim, z_dims, hidden_dims, activation, batch_norm, min_scale)
+        self.up = BottomUp(x_dim, z_dims, hidden_dims, activation, batch_norm, min_scale,
+                           only_mu_up)
         L = len(z_dims)
         if top_down is None:
             top_down = nn.ModuleList(

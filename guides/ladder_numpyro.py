@@ -12,6 +12,8 @@ heads(d_i). Sampling then goes top-down:
 estimate head; the plain guide's names) and the top-down networks, either the generative model's
 ``top_down_{k}`` (``share_top_down``: the paper's description; the same parameter sites in both
 programs) or the guide's own ``q_top_down_{k}`` of the same shape (the authors' scripts' default).
+``only_mu_up``: each bottom-up layer after the first reads the previous mean estimate mu_hat
+instead of the previous hidden state (the authors' script's default; ``guides/ladder.py``).
 """
 
 from __future__ import annotations
@@ -53,19 +55,23 @@ class LadderGuide:
     program. Sites are sampled top-down (z_L first), like the model; ``y`` is ignored.
 
     ``shared``: the generative model (an ``LVAEModel``) whose top-down networks the guide reuses;
-    ``None`` gives the guide its own networks of the same shape.
+    ``None`` gives the guide its own networks (``hidden_dims[k + 1]`` units, as the authors'
+    encoder). ``only_mu_up``: the bottom-up layer k > 0 reads mu_hat_k instead of d_k.
     """
 
     def __init__(self, x_dim: int, z_dims: Sequence[int], hidden_dims: Sequence[int],
                  activation: str = "leaky_relu", batch_norm: bool = True,
-                 min_scale: float = PAPER_MIN_SCALE, shared: Any = None) -> None:
+                 min_scale: float = PAPER_MIN_SCALE, shared: Any = None,
+                 only_mu_up: bool = False) -> None:
         check_lvae_dims(z_dims, hidden_dims)
         self.z_dims, self.batch_norm, self.shared = list(z_dims), batch_norm, shared
-        self.in_dims = [x_dim, *hidden_dims[:-1]]
+        self.only_mu_up = only_mu_up
+        self.in_dims = [x_dim, *(z_dims[:-1] if only_mu_up else hidden_dims[:-1])]
         self.up = [GaussianLayer(z_dims[k], hidden_dims[k], activation, batch_norm, min_scale)
                    for k in range(len(z_dims))]
         if shared is not None:
-            if list(shared.z_dims) != self.z_dims or list(shared.hidden_dims) != list(hidden_dims):
+            if (list(shared.z_dims) != self.z_dims or list(shared.hidden_dims) != list(hidden_dims)
+                    or list(shared.top_down_hidden) != list(hidden_dims[1:])):
                 raise ValueError("the shared model's layer sizes differ from the guide's")
             self.top_down = shared.top_down
         else:
@@ -91,6 +97,8 @@ class LadderGuide:
             for layer in up:  # the deterministic bottom-up pass
                 d, loc_hat, scale_hat = layer(d, train=train)
                 estimates.append((loc_hat, scale_hat))
+                if self.only_mu_up:
+                    d = loc_hat
             loc, scale = estimates[L - 1]
             with kl_scale(beta):
                 z = numpyro.sample(f"z{L}", dist.Normal(loc, scale).to_event(1))

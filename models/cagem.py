@@ -30,6 +30,32 @@ Choices where the abstract is silent, all options (``--set key=value``):
 - ``classifier_uses_x``: q(y | z1, x) (true, default) or q(y | z1).
 - KL warm-up scales every latent site, y included (as M2 does here); test-time classification reads
   q(y | z1, x) at the mean of q(z1 | x) (Pyro: ``--classify-samples S`` averages S draws of z1).
+- ``labelled_weighting``: how much the labelled batch's generative terms count in a training step
+  (the classification term alpha * log q(y | z1, x) keeps its own weight alpha either way; the
+  validation and test figures, where y is unobserved, are not affected):
+
+  * ``"batch_mean"`` (the registered default, for now: a study will choose): the step's objective
+    is mean_l [L(x, y) + alpha log q(y | z1, x)] + mean_u U(x), the M2/ADGM authors' weighting:
+    the mean over the labelled batch weighs as much as the mean over the unlabelled batch, so 100
+    labelled images carry half of every step's generative gradient.
+  * ``"data_points"``: each labelled image counts as one of the data points of the generative
+    objective. Over the training set that objective is the sum of its terms,
+    sum_{i labelled} L(x_i, y_i) + sum_{j in the unlabelled pool} U(x_j), N_l + N_u terms (N_l
+    labelled images, N_u images in the unlabelled pool). Divided by N_u, so that the unlabelled
+    mean keeps the weight 1 it has under ``batch_mean`` (and alpha its meaning relative to it),
+    its unbiased estimate from a labelled batch drawn uniformly from the N_l labelled images and
+    an unlabelled batch drawn from the pool is
+
+        (N_l / N_u) mean_l L(x, y) + mean_u U(x),
+
+    so every generative log-density of a labelled call (log p of y, z2, z1 and x in the model,
+    log q of z1 and z2 in the guide) is scaled by w = N_l / N_u and the classification factor is
+    not. The labelled and unlabelled terms weigh N_l : N_u, as the data points they stand for:
+    with the pool that excludes the labelled images (``--no-include-labelled``) that is
+    N_l / N : (N - N_l) / N up to the common factor N / N_u; with the default pool, which includes
+    them (the authors' convention: a labelled image also has an unlabelled term), w = N_l / N,
+    e.g. 100 / 50,000 = 0.002 on MNIST with 10,000 images held out. The recorded
+    ``loss_labelled`` is then the weighted term.
 
 Training defaults (``ppl_dgm.registry``) follow the LVAE/ADGM recipes: Adam, batch norm, linear
 warm-up, labelled and unlabelled batches of 100, gradient norm clipped at 5.
@@ -37,24 +63,34 @@ warm-up, labelled and unlabelled batches of 100, gradient norm clipped at 5.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
 from torch import nn
 from torch.nn import functional as F
 
 from ppl_dgm.models.common import CAGEM_DEFAULTS as DEFAULTS
-from ppl_dgm.models.common import PAPER_MIN_SCALE
+from ppl_dgm.models.common import PAPER_MIN_SCALE, cagem_labelled_weight
 from ppl_dgm.models.common import cagem_network_kwargs as network_kwargs
 from ppl_dgm.models.common import check_cagem_hparams as check_hparams
 from ppl_dgm.models.lvae import GaussianMLP, kl_scale
 from ppl_dgm.nn.torch_blocks import MLP
 from ppl_dgm.pair import Pair
 
-__all__ = ["DEFAULTS", "CaGeMModel", "build", "check_hparams", "network_kwargs"]
+__all__ = ["DEFAULTS", "CaGeMModel", "build", "check_hparams", "labelled_scale", "network_kwargs"]
+
+
+def labelled_scale(weight: float, y: torch.Tensor | None) -> contextlib.AbstractContextManager:
+    """``poutine.scale(scale=weight)`` around the generative terms of a labelled call (``y`` given
+    and ``weight`` != 1: ``labelled_weighting="data_points"``), else nothing."""
+    if y is None or weight == 1.0:
+        return contextlib.nullcontext()
+    return poutine.scale(scale=weight)
 
 
 class CaGeMModel(nn.Module):
@@ -62,16 +98,19 @@ class CaGeMModel(nn.Module):
 
     ``p_z1`` is p(z1 | y, z2) (inputs ``(z2, one-hot y)``, two hidden layers of ``hidden_dims[1]``),
     ``decoder`` + ``logits`` is p(x | z1) (two hidden layers of ``hidden_dims[0]``), as the LVAE's
-    ``top_down[0]`` and decoder with y added. ``y=None`` leaves y to the guide.
+    ``top_down[0]`` and decoder with y added. ``y=None`` leaves y to the guide. A labelled call's
+    log-densities are scaled by ``labelled_weight`` (see ``labelled_weighting`` above).
     """
 
     def __init__(self, x_dim: int, n_clusters: int, z_dims: Sequence[int],
                  hidden_dims: Sequence[int], activation: str = "leaky_relu",
-                 batch_norm: bool = True, min_scale: float = PAPER_MIN_SCALE) -> None:
+                 batch_norm: bool = True, min_scale: float = PAPER_MIN_SCALE,
+                 labelled_weight: float = 1.0) -> None:
         super().__init__()
         z1, z2 = z_dims
         h1, h2 = hidden_dims
         self.n_clusters, self.z_dims = n_clusters, [z1, z2]
+        self.labelled_weight = float(labelled_weight)
         self.p_z1 = GaussianMLP([z2, n_clusters], h2, z1, activation, batch_norm, min_scale)
         self.decoder = MLP(z1, [h1, h1], activation, batch_norm)
         self.logits = nn.Linear(h1, x_dim)
@@ -82,7 +121,7 @@ class CaGeMModel(nn.Module):
         return self.n_clusters
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, *, beta: float = 1.0):
-        with pyro.plate("data", x.shape[0], dim=-1):
+        with pyro.plate("data", x.shape[0], dim=-1), labelled_scale(self.labelled_weight, y):
             with kl_scale(beta):
                 y = pyro.sample("y", dist.Categorical(logits=x.new_zeros(self.n_clusters)), obs=y)
                 z2 = pyro.sample("z2", dist.Normal(x.new_zeros(self.z_dims[1]), 1.0).to_event(1))
@@ -105,13 +144,15 @@ class CaGeMModel(nn.Module):
 
 
 def build(hparams: Mapping[str, Any], data: Any) -> Pair:
-    """The CaGeM pair for ``data`` (``x_dim``, ``n_classes``, ``n_labelled``); ``alpha`` from the
-    hparams (the trainer adds it). Keys and defaults: :data:`DEFAULTS`."""
+    """The CaGeM pair for ``data`` (``x_dim``, ``n_classes``, ``n_labelled``, ``n_unlabelled``);
+    ``alpha`` from the hparams (the trainer adds it). Keys and defaults: :data:`DEFAULTS`."""
     from ppl_dgm.guides.cagem import CaGeMGuide
 
     h = check_hparams(hparams, data)
     common = network_kwargs(h)
-    p = CaGeMModel(int(data.x_dim), h["n_clusters"], **common)
+    weight = cagem_labelled_weight(h, data)
+    p = CaGeMModel(int(data.x_dim), h["n_clusters"], **common, labelled_weight=weight)
     q = CaGeMGuide(int(data.x_dim), h["n_clusters"], alpha=float(hparams.get("alpha", 0.0)),
-                   classifier_uses_x=bool(h["classifier_uses_x"]), **common)
+                   classifier_uses_x=bool(h["classifier_uses_x"]), **common,
+                   labelled_weight=weight)
     return Pair(p, q, max_plate_nesting=1, iw_enumerate=True)

@@ -17,6 +17,7 @@ module never imports torch.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,26 +25,38 @@ import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
+from numpyro import handlers
 
 from ppl_dgm.models.common import CAGEM_DEFAULTS as DEFAULTS
-from ppl_dgm.models.common import PAPER_MIN_SCALE
+from ppl_dgm.models.common import PAPER_MIN_SCALE, cagem_labelled_weight
 from ppl_dgm.models.common import cagem_network_kwargs as network_kwargs
 from ppl_dgm.models.common import check_cagem_hparams as check_hparams
 from ppl_dgm.models.lvae_numpyro import GaussianLayer, kl_scale
 from ppl_dgm.nn.flax_blocks import LogitsMLP, apply, network
 from ppl_dgm.numpyro_pair import NumPyroPair
 
-__all__ = ["DEFAULTS", "CaGeMModel", "build"]
+__all__ = ["DEFAULTS", "CaGeMModel", "build", "labelled_scale"]
+
+
+def labelled_scale(weight: float, y: jax.Array | None) -> contextlib.AbstractContextManager:
+    """``handlers.scale(scale=weight)`` around the generative terms of a labelled call (``y`` given
+    and ``weight`` != 1: ``labelled_weighting="data_points"``, ``models/cagem.py``), else nothing."""
+    if y is None or weight == 1.0:
+        return contextlib.nullcontext()
+    return handlers.scale(scale=weight)
 
 
 class CaGeMModel:
-    """p(y) p(z2) p(z1 | y, z2) p(x | z1); ``model(x, y=None, *, beta=1.0, train=True)``."""
+    """p(y) p(z2) p(z1 | y, z2) p(x | z1); ``model(x, y=None, *, beta=1.0, train=True)``. A labelled
+    call's log-densities are scaled by ``labelled_weight`` (``labelled_weighting``)."""
 
     def __init__(self, x_dim: int, n_clusters: int, z_dims: Sequence[int],
                  hidden_dims: Sequence[int], activation: str = "leaky_relu",
-                 batch_norm: bool = True, min_scale: float = PAPER_MIN_SCALE) -> None:
+                 batch_norm: bool = True, min_scale: float = PAPER_MIN_SCALE,
+                 labelled_weight: float = 1.0) -> None:
         (self.z1, self.z2), (h1, h2) = z_dims, hidden_dims
         self.n_clusters, self.batch_norm = n_clusters, batch_norm
+        self.labelled_weight = float(labelled_weight)
         self.p_z1 = GaussianLayer(self.z1, h2, activation, batch_norm, min_scale)
         self.p_x = LogitsMLP(x_dim, (h1, h1), activation, batch_norm)
 
@@ -58,7 +71,7 @@ class CaGeMModel:
         p_z1 = network("p_z1", self.p_z1, jnp.zeros((1, self.z2)), jnp.zeros((1, k)),
                        batch_norm=self.batch_norm)
         p_x = network("p_x", self.p_x, jnp.zeros((1, self.z1)), batch_norm=self.batch_norm)
-        with numpyro.plate("data", x.shape[0]):
+        with numpyro.plate("data", x.shape[0]), labelled_scale(self.labelled_weight, y):
             with kl_scale(beta):
                 y = numpyro.sample("y", dist.Categorical(logits=jnp.zeros(k)), obs=y)
                 z2 = numpyro.sample("z2", dist.Normal(jnp.zeros(self.z2), 1.0).to_event(1))
@@ -88,8 +101,10 @@ def build(hparams: Mapping[str, Any], data: Any) -> NumPyroPair:
 
     h = check_hparams(hparams, data)
     common = network_kwargs(h)
-    p = CaGeMModel(int(data.x_dim), h["n_clusters"], **common)
+    weight = cagem_labelled_weight(h, data)
+    p = CaGeMModel(int(data.x_dim), h["n_clusters"], **common, labelled_weight=weight)
     q = CaGeMGuide(int(data.x_dim), h["n_clusters"], alpha=float(hparams.get("alpha", 0.0)),
-                   classifier_uses_x=bool(h["classifier_uses_x"]), **common)
+                   classifier_uses_x=bool(h["classifier_uses_x"]), **common,
+                   labelled_weight=weight)
     return NumPyroPair(p, q, max_plate_nesting=1, classifier=q.classify, sampler=p.sample_x,
                        iw_enumerate=True)

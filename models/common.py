@@ -5,8 +5,9 @@
 - the VAE/LVAE's hyperparameters: :data:`LVAE_DEFAULTS`, :func:`check_lvae_hparams` and
   :func:`check_lvae_dims`
   (``models/lvae.py`` and ``models/lvae_numpyro.py``);
-- CaGeM's hyperparameters: :data:`CAGEM_DEFAULTS`, :func:`check_cagem_hparams` and
-  :func:`cagem_network_kwargs` (``models/cagem.py`` and ``models/cagem_numpyro.py``).
+- CaGeM's hyperparameters: :data:`CAGEM_DEFAULTS`, :func:`check_cagem_hparams`,
+  :func:`cagem_network_kwargs` and :func:`cagem_labelled_weight` (``models/cagem.py`` and
+  ``models/cagem_numpyro.py``).
 """
 
 from __future__ import annotations
@@ -14,9 +15,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ppl_dgm.errors import UserError
+
 PAPER_MIN_SCALE = 1e-5 ** 0.5
 
 #: The registered VAE/LVAE defaults (the paper's MNIST model, five stochastic layers).
+#: ``share_top_down``, ``only_mu_up`` and ``top_down_widths`` are options of the ladder guide (the
+#: registered ``vae`` does not take them; the hierarchical guide ignores them):
+#: ``only_mu_up`` (default false): each bottom-up MLP reads the previous layer's mean estimate
+#: mu_hat_{i-1} instead of its hidden state d_{i-1} (the authors' script's default, ``-only_mu_up
+#: True``; the paper writes d_i = MLP(d_{i-1})); ``top_down_widths`` (default ``"upper"``): the
+#: hidden width of the generative p(z_i | z_{i+1}) networks, ``"upper"`` = ``hidden_dims`` of
+#: z_{i+1}'s level (the same model as the VAE's), ``"lower"`` = that of z_i's level (the authors'
+#: LVAE script, whose unshared generative networks are wider: 512-256-128-64 instead of
+#: 256-128-64-32 for p(z_1 | z_2) .. p(z_4 | z_5)); ``"lower"`` needs ``share_top_down=false``.
 LVAE_DEFAULTS: dict[str, Any] = {
     "z_dims": [64, 32, 16, 8, 4],
     "hidden_dims": [512, 256, 128, 64, 32],
@@ -25,7 +37,11 @@ LVAE_DEFAULTS: dict[str, Any] = {
     "min_scale": PAPER_MIN_SCALE,
     "guide": "ladder",
     "share_top_down": True,
+    "only_mu_up": False,
+    "top_down_widths": "upper",
 }
+#: the values of ``top_down_widths``
+TOP_DOWN_WIDTHS = ("upper", "lower")
 
 
 def check_lvae_dims(z_dims: Sequence[int], hidden_dims: Sequence[int]) -> None:
@@ -50,7 +66,24 @@ def check_lvae_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
     h = {**LVAE_DEFAULTS, **hparams}
     h["z_dims"] = [int(d) for d in h["z_dims"]]
     h["hidden_dims"] = [int(d) for d in h["hidden_dims"]]
+    if h["top_down_widths"] not in TOP_DOWN_WIDTHS:
+        raise UserError(f"--set top_down_widths={h['top_down_widths']} is not one of "
+                        f"{list(TOP_DOWN_WIDTHS)}", "use upper (registered) or lower (the authors' "
+                        "LVAE script)")
+    if h["top_down_widths"] == "lower" and h["guide"] == "ladder" and h["share_top_down"]:
+        raise UserError("--set top_down_widths=lower widens the generative top-down networks, but "
+                        "with share_top_down=true they are the guide's", "add --set "
+                        "share_top_down=false (as the authors' LVAE script), or drop top_down_widths")
     return h
+
+
+def lvae_top_down_widths(h: Mapping[str, Any]) -> list[int]:
+    """The hidden width of each generative p(z_{k+1} | z_{k+2}) network (k = 0..L-2) from checked
+    hparams: ``hidden_dims[k + 1]`` (``"upper"``) or ``hidden_dims[k]`` (``"lower"``, the ladder
+    guide only; the hierarchical guide's model is always ``"upper"``, as the authors' VAE)."""
+    dims = h["hidden_dims"]
+    lower = h["top_down_widths"] == "lower" and h["guide"] == "ladder"
+    return [dims[k] if lower else dims[k + 1] for k in range(len(dims) - 1)]
 
 
 def lvae_layer_kwargs(h: Mapping[str, Any]) -> dict[str, Any]:
@@ -66,7 +99,21 @@ CAGEM_DEFAULTS: dict[str, Any] = {
     "min_scale": PAPER_MIN_SCALE,
     "n_clusters": None,
     "classifier_uses_x": True,
+    "labelled_weighting": "batch_mean",
 }
+#: the values of CaGeM's ``labelled_weighting`` (``models/cagem.py`` derives them)
+LABELLED_WEIGHTINGS = ("batch_mean", "data_points")
+
+
+def cagem_labelled_weight(h: Mapping[str, Any], data: Any) -> float:
+    """The factor on the generative terms of CaGeM's labelled batch: 1 (``batch_mean``) or
+    N_labelled / N_unlabelled (``data_points``: each labelled image one data point of the
+    generative objective; ``models/cagem.py`` has the derivation). ``data``: ``n_labelled`` and
+    ``n_unlabelled`` (the unlabelled pool actually used)."""
+    if h["labelled_weighting"] == "batch_mean":
+        return 1.0
+    n_labelled, n_unlabelled = int(getattr(data, "n_labelled", 0)), int(data.n_unlabelled)
+    return n_labelled / n_unlabelled if n_labelled and n_unlabelled else 1.0
 
 
 def check_cagem_hparams(hparams: Mapping[str, Any], data: Any) -> dict[str, Any]:
@@ -98,6 +145,10 @@ def check_cagem_hparams(hparams: Mapping[str, Any], data: Any) -> dict[str, Any]
             raise ValueError(f"--set n_clusters={k}: an unsupervised CaGeM needs at least as many "
                              f"clusters as classes ({n_classes})")
     h["n_clusters"] = k
+    if h["labelled_weighting"] not in LABELLED_WEIGHTINGS:
+        raise UserError(f"--set labelled_weighting={h['labelled_weighting']} is not one of "
+                        f"{list(LABELLED_WEIGHTINGS)}", "use batch_mean (registered) or "
+                        "data_points (each labelled image one data point of the generative terms)")
     h["z_dims"] = [int(d) for d in h["z_dims"]]
     h["hidden_dims"] = [int(d) for d in h["hidden_dims"]]
     return h

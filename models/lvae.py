@@ -37,6 +37,7 @@ from ppl_dgm.models.common import (
     check_lvae_dims,
     check_lvae_hparams,
     lvae_layer_kwargs,
+    lvae_top_down_widths,
 )
 from ppl_dgm.nn.torch_blocks import MLP, GaussianHead, MultiInputMLP
 from ppl_dgm.pair import Pair
@@ -63,8 +64,10 @@ class GaussianMLP(nn.Module):
     "Each connection is a two-layer MLP" (the paper); batch norm goes in both hidden layers and on
     the mean and log-variance heads when ``batch_norm`` is set. Used for p(z_i | z_{i+1}), for the
     plain guide's q(z_i | z_{i-1}) and for the ladder guide's own top-down path. The variance is
-    ``softplus(h) + min_scale**2`` as in the authors' code (``variance="exp"`` for an unconstrained
-    log-variance): with exp, the plain 5-layer guide overflowed within two MNIST epochs.
+    ``softplus(h) + min_scale**2`` as in the authors' code, except that theirs adds the 1e-5 only
+    inside the log-densities (their samples and the ladder's merge use softplus(h) alone); here the
+    floored variance is used everywhere. ``variance="exp"`` gives an unconstrained log-variance:
+    with exp, the plain 5-layer guide overflowed within two MNIST epochs.
 
     ``in_dim`` may be a sequence of input sizes (CaGeM's p(z1 | y, z2), q(z2 | z1, y)): each input
     gets its own linear projection and the projections are summed (:class:`MultiInputMLP`), so an
@@ -91,21 +94,27 @@ class LVAEModel(nn.Module):
 
     Sites ``z{L}``, ..., ``z1`` are sampled top-down (z_L first), then ``x`` is observed. ``y`` is
     accepted for the common model signature and ignored (the LVAE is unsupervised).
-    ``top_down[k]`` is p(z_{k+1} | z_{k+2}) (k = 0..L-2); the ladder guide may share it.
+    ``top_down[k]`` is p(z_{k+1} | z_{k+2}) (k = 0..L-2), with ``top_down_hidden[k]`` units in each
+    hidden layer (default ``hidden_dims[k + 1]``, the width of z_{k+2}'s level); the ladder guide
+    may share it.
     """
 
     def __init__(self, x_dim: int, z_dims: Sequence[int], hidden_dims: Sequence[int],
                  activation: str = "leaky_relu", batch_norm: bool = True,
-                 min_scale: float = PAPER_MIN_SCALE) -> None:
+                 min_scale: float = PAPER_MIN_SCALE,
+                 top_down_hidden: Sequence[int] | None = None) -> None:
         super().__init__()
         check_lvae_dims(z_dims, hidden_dims)
         self.x_dim = x_dim
         self.z_dims = list(z_dims)
         self.hidden_dims = list(hidden_dims)
         L = len(z_dims)
+        widths = list(hidden_dims[1:] if top_down_hidden is None else top_down_hidden)
+        if len(widths) != L - 1:
+            raise ValueError(f"need {L - 1} top-down widths, got {widths}")
+        self.top_down_hidden = widths
         self.top_down = nn.ModuleList(
-            GaussianMLP(z_dims[k + 1], hidden_dims[k + 1], z_dims[k], activation, batch_norm,
-                        min_scale)
+            GaussianMLP(z_dims[k + 1], widths[k], z_dims[k], activation, batch_norm, min_scale)
             for k in range(L - 1)
         )
         # p(x | z_1): two hidden layers (with batch norm), then the output logits (no batch norm).
@@ -155,20 +164,25 @@ def build(hparams: Mapping[str, Any], data: Any) -> Pair:
     """The LVAE model and the guide ``hparams["guide"]`` (``"ladder"`` or ``"hierarchical"``).
 
     ``hparams`` keys (defaults: ``ppl_dgm.models.common.LVAE_DEFAULTS``, the paper's MNIST model):
-    ``z_dims``, ``hidden_dims``, ``activation``, ``batch_norm``, ``min_scale``, ``guide``,
-    ``share_top_down``
-    (ladder only: the guide's top-down path reuses the model's p(z_i | z_{i+1}) networks, as the
-    paper describes; the authors' scripts default to separate networks). ``data`` needs ``x_dim``.
+    ``z_dims``, ``hidden_dims``, ``activation``, ``batch_norm``, ``min_scale``, ``guide``, and the
+    ladder guide's options (the hierarchical guide ignores them): ``share_top_down`` (the guide's
+    top-down path reuses the model's p(z_i | z_{i+1}) networks, as the paper describes; the authors'
+    scripts default to separate networks), ``only_mu_up`` (the bottom-up pass reads the previous
+    mean estimate, the authors' script's default) and ``top_down_widths`` (``"lower"``: the
+    generative top-down networks as wide as the level below, the authors' LVAE script; see
+    ``LVAE_DEFAULTS``). ``data`` needs ``x_dim``.
     """
     from ppl_dgm.guides.hierarchical import HierarchicalGuide
     from ppl_dgm.guides.ladder import LadderGuide
 
     h = check_lvae_hparams(hparams)
     z_dims, hidden_dims, common = h["z_dims"], h["hidden_dims"], lvae_layer_kwargs(h)
-    p = LVAEModel(int(data.x_dim), z_dims, hidden_dims, **common)
+    p = LVAEModel(int(data.x_dim), z_dims, hidden_dims, **common,
+                  top_down_hidden=lvae_top_down_widths(h))
     if h["guide"] == "ladder":
         shared = p.top_down if h["share_top_down"] else None
-        q: nn.Module = LadderGuide(int(data.x_dim), z_dims, hidden_dims, top_down=shared, **common)
+        q: nn.Module = LadderGuide(int(data.x_dim), z_dims, hidden_dims, top_down=shared,
+                                   only_mu_up=bool(h["only_mu_up"]), **common)
     elif h["guide"] == "hierarchical":
         q = HierarchicalGuide(int(data.x_dim), z_dims, hidden_dims, **common)
     else:

@@ -36,6 +36,7 @@ from ppl_dgm.models.common import (
     check_lvae_dims,
     check_lvae_hparams,
     lvae_layer_kwargs,
+    lvae_top_down_widths,
 )
 from ppl_dgm.nn.flax_blocks import GaussianHead, LogitsMLP, MultiInputMLP, apply, network
 from ppl_dgm.numpyro_pair import NumPyroPair
@@ -88,9 +89,14 @@ class GaussianLayer(nn.Module):
 
 
 def top_down_layers(z_dims: Sequence[int], hidden_dims: Sequence[int], activation: str,
-                    batch_norm: bool, min_scale: float) -> list[GaussianLayer]:
-    """The networks of p(z_{k+1} | z_{k+2}), k = 0..L-2 (also the ladder guide's own top-down)."""
-    return [GaussianLayer(z_dims[k], hidden_dims[k + 1], activation, batch_norm, min_scale)
+                    batch_norm: bool, min_scale: float,
+                    widths: Sequence[int] | None = None) -> list[GaussianLayer]:
+    """The networks of p(z_{k+1} | z_{k+2}), k = 0..L-2 (also the ladder guide's own top-down),
+    with ``widths[k]`` hidden units (default ``hidden_dims[k + 1]``)."""
+    widths = list(hidden_dims[1:] if widths is None else widths)
+    if len(widths) != len(z_dims) - 1:
+        raise ValueError(f"need {len(z_dims) - 1} top-down widths, got {widths}")
+    return [GaussianLayer(z_dims[k], widths[k], activation, batch_norm, min_scale)
             for k in range(len(z_dims) - 1)]
 
 
@@ -99,15 +105,19 @@ class LVAEModel:
 
     Sites ``z{L}``, ..., ``z1`` are sampled top-down (z_L first), then ``x`` is observed. ``y`` is
     accepted for the common signature and ignored (the LVAE is unsupervised).
+    ``top_down_hidden[k]``: the hidden width of p(z_{k+1} | z_{k+2}) (default ``hidden_dims[k + 1]``).
     """
 
     def __init__(self, x_dim: int, z_dims: Sequence[int], hidden_dims: Sequence[int],
                  activation: str = "leaky_relu", batch_norm: bool = True,
-                 min_scale: float = PAPER_MIN_SCALE) -> None:
+                 min_scale: float = PAPER_MIN_SCALE,
+                 top_down_hidden: Sequence[int] | None = None) -> None:
         check_lvae_dims(z_dims, hidden_dims)
         self.x_dim, self.z_dims, self.hidden_dims = x_dim, list(z_dims), list(hidden_dims)
         self.batch_norm = batch_norm
-        self.top_down = top_down_layers(z_dims, hidden_dims, activation, batch_norm, min_scale)
+        self.top_down = top_down_layers(z_dims, hidden_dims, activation, batch_norm, min_scale,
+                                        top_down_hidden)
+        self.top_down_hidden = [layer.hidden for layer in self.top_down]
         self.decoder = LogitsMLP(x_dim, (hidden_dims[0],) * 2, activation, batch_norm)
 
     @property
@@ -164,11 +174,13 @@ def build(hparams: Mapping[str, Any], data: Any) -> NumPyroPair:
 
     h = check_lvae_hparams(hparams)
     z_dims, hidden_dims, common = h["z_dims"], h["hidden_dims"], lvae_layer_kwargs(h)
-    p = LVAEModel(int(data.x_dim), z_dims, hidden_dims, **common)
+    p = LVAEModel(int(data.x_dim), z_dims, hidden_dims, **common,
+                  top_down_hidden=lvae_top_down_widths(h))
     q: Any
     if h["guide"] == "ladder":
         q = LadderGuide(int(data.x_dim), z_dims, hidden_dims, **common,
-                        shared=p if h["share_top_down"] else None)
+                        shared=p if h["share_top_down"] else None,
+                        only_mu_up=bool(h["only_mu_up"]))
     elif h["guide"] == "hierarchical":
         q = HierarchicalGuide(int(data.x_dim), z_dims, hidden_dims, **common)
     else:

@@ -48,6 +48,7 @@ TRAIN_FLAGS: dict[str, dict[str, Any]] = {
     "device": dict(help="auto (CUDA when present), cpu or cuda"),
     "lr": dict(type=float, help="learning rate"),
     "optimizer": dict(choices=["adam", "rmsprop"], help="adam or rmsprop"),
+    "adam_eps": dict(type=float, help="Adam's epsilon (> 0; the LVAE authors' script: 1e-4)"),
     "lr_decay": dict(type=float, help="factor applied to the learning rate every --lr-decay-every "
                                       "epochs"),
     "lr_decay_every": dict(type=int, help="epochs between learning-rate decays (0: never)"),
@@ -87,6 +88,11 @@ TRAIN_FLAGS: dict[str, dict[str, Any]] = {
                               "(fair budgets on a shared machine) (default wall)"),
     "threads": dict(type=int, help="CPU threads of torch and XLA (0: every core; default "
                                    "$OMP_NUM_THREADS, else 1)"),
+    "init_from": dict(metavar="RUN_DIR",
+                      help="branch: start from the parameters, batch-norm statistics and step of "
+                           "RUN_DIR's checkpoint (NumPyro; same model, data, labels and seed; a "
+                           "fresh optimiser; --epochs counts from that run's start) (default: "
+                           "none)"),
     "backend": dict(choices=["pyro", "numpyro"],
                     help="pyro or numpyro (default: the pair's own; pyro for registered names)"),
 }
@@ -381,17 +387,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     check_evaluation_options(iw_samples=args.iw_samples, chunk_size=args.chunk_size,
                              subset=args.subset, classify_samples=args.classify_samples,
-                             seed=args.seed)  # before anything is loaded or written
+                             seed=args.seed, bn_stats=args.bn_stats)  # before anything is loaded
     _reader_threads(args)
     from ppl_dgm.evaluate import evaluate_run
 
     record = evaluate_run(args.run_dir, iw_samples=args.iw_samples, chunk_size=args.chunk_size,
                           subset=args.subset, classify_samples=args.classify_samples,
-                          device=args.device, seed=args.seed)
+                          device=args.device, seed=args.seed, bn_stats=args.bn_stats)
+    if record.get("bn_stats") == "train":
+        print(f"bn_stats: train (one pass over {record['bn_stats_points']} training images, "
+              f"{record['bn_stats_layers']} batch-norm layers)")
     for key in ("test_error", "test_sequence_error", "test_log_likelihood", "test_elbo",
                 "pareto_k_mean", "pareto_k_fraction_above_0.7"):
-        if record.get(key) is not None:
-            print(f"{key}: {record[key]:.4f}")
+        if record.get(key) is None:
+            continue
+        beside = ""
+        share = record.get("pareto_k_fraction_above_0.7")
+        if key == "test_log_likelihood":
+            beside = (f" (IW-{record['iw_samples']} on {record['n_test_evaluated']} test points; "
+                      + (f"Pareto k > 0.7 for {share:.1%} of them)" if share is not None
+                         else "too few samples for Pareto k)"))
+        print(f"{key}: {record[key]:.4f}{beside}")
     caution = pareto_caution(record)
     if caution:
         print(caution)
@@ -477,6 +493,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "run's own)")
     ev.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
+    ev.add_argument("--bn-stats", default="running", metavar="{running,train}",
+                    help="batch-norm statistics of every figure: running (the averages kept in "
+                         "training) or train (one pass over the run's training images as one "
+                         "batch, as the LVAE authors' evaluation; the checkpoint is not changed) "
+                         "(default running)")
     ev.add_argument("--threads", type=int, default=None, help=READER_THREADS_HELP)
     ev.set_defaults(func=cmd_evaluate)
 

@@ -27,6 +27,9 @@ class TrainConfig:
     ``lr_decay`` multiplies the learning rate every ``lr_decay_every`` epochs, not below ``min_lr``.
     ``free_bits`` > 0 (unsupervised models) holds each latent site's KL at or above that many nats
     (Kingma et al. 2016; ``ppl_dgm.infer.free_bits``), an option beside warm-up.
+    ``adam_eps`` is Adam's epsilon, added to the square root of the bias-corrected second moment
+    by both backends' Adam (torch, optax); the LVAE authors' Lasagne Adam used 1e-4 (added before
+    the bias correction, ``ppl_dgm.presets``' ``authors``).
     ``weight_prior_std`` > 0 puts the prior N(0, std^2) on every weight matrix (parameters with two
     or more dimensions; not biases or batch-norm parameters), as the ADGM/SDGM authors' code does
     with std 1: the objective per data point gains -log p(theta) / N (N: the training points), whose
@@ -62,6 +65,13 @@ class TrainConfig:
     the end of the epoch in which the step count reaches each multiple of that many optimiser steps,
     and at the last epoch; ``None`` (default): after every epoch. Every record carries ``step``, and
     an evaluated one its ``eval_seconds`` (kept out of the training time and the budget).
+    ``init_from``: a run directory whose checkpoint (written between two epochs) this new run
+    starts from, a branch (NumPyro backend): its parameters, batch-norm statistics, epoch and step
+    counts and the position of its batch sequence; the optimiser starts afresh (Adam's moments and
+    the schedule's count at zero), and so does the history (its records continue the step count).
+    The source must have the same model, data set, labels, seed and validation split; everything
+    else (objective weights, particles, frozen networks, ...) may differ. ``epochs`` still counts
+    from the start of the source run.
     ``threads``: CPU threads of torch / XLA (``ppl_dgm.threads``; 0: every core; ``None``: leave the
     process as it is). The CLI sets it to ``--threads`` (default ``$OMP_NUM_THREADS``, else 1).
     """
@@ -81,6 +91,8 @@ class TrainConfig:
     optimizer: str = "adam"
     lr: float = 1e-3
     adam_betas: tuple[float, float] = (0.9, 0.999)
+    # Adam's epsilon (torch and optax add it to sqrt(v_hat), after v's bias correction)
+    adam_eps: float = 1e-8
     # torch.optim.RMSprop's alpha and eps (eps is added outside the square root)
     rmsprop_alpha: float = 0.99
     rmsprop_eps: float = 1e-8
@@ -108,6 +120,7 @@ class TrainConfig:
     max_minutes: float | None = None
     budget_clock: str = "wall"
     threads: int | None = None
+    init_from: str | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
     hparams: dict[str, Any] = field(default_factory=dict)
     # where a pair from outside the library came from (ppl_dgm.user_pairs); None: a registered name
@@ -184,6 +197,7 @@ _DOMAINS: dict[str, tuple[str, float | None, bool, float | None, bool, bool]] = 
     "lr": ("float", 0, False, None, False, False),
     "rmsprop_alpha": ("float", 0, True, 1, False, False),
     "rmsprop_eps": ("float", 0, False, None, False, False),
+    "adam_eps": ("float", 0, False, None, False, False),
     "lr_decay": ("float", 0, False, 1, True, False),
     "lr_decay_every": ("int", 0, True, None, False, False),
     "min_lr": ("float", 0, True, None, False, False),

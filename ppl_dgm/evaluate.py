@@ -142,10 +142,14 @@ def check_seed(seed: int) -> int:
 
 def check_evaluation_options(iw_samples: int = 0, chunk_size: int = 1, subset: int | None = None,
                              classify_samples: int | None = None, seed: int = 0,
-                             batch_size: int = 1) -> None:
+                             batch_size: int = 1, bn_stats: str = "running") -> None:
     """The options of :func:`evaluate_run`, each refused with :class:`UserError` naming its flag
     (before the run is loaded): ``--iw-samples`` >= 0, ``--chunk-size`` >= 1, ``--subset`` >= 1,
-    ``--classify-samples`` >= 1 (as ``train`` requires), ``--seed`` in [0, 2**32)."""
+    ``--classify-samples`` >= 1 (as ``train`` requires), ``--seed`` in [0, 2**32), ``--bn-stats``
+    running or train."""
+    from ppl_dgm.infer.batch_norm_stats import check_bn_stats
+
+    check_bn_stats(bn_stats)
     for flag, value, low in (("--iw-samples", iw_samples, 0), ("--chunk-size", chunk_size, 1),
                              ("--subset", subset, 1), ("--classify-samples", classify_samples, 1),
                              ("batch_size", batch_size, 1)):
@@ -178,7 +182,7 @@ def pareto_caution(record: dict[str, Any]) -> str | None:
 def evaluate_run(run_dir: str | Path, iw_samples: int = 5000, chunk_size: int = 500,
                  subset: int | None = None, classify_samples: int | None = None,
                  device: str = "auto", seed: int = 0, batch_size: int = 100,
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, bn_stats: str = "running") -> dict[str, Any]:
     """Evaluate ``run_dir`` (Pyro or NumPyro); writes ``evaluation.json`` (with ``epochs``, the
     epochs of the checkpoint evaluated) and adds its figures to ``summary.json``.
 
@@ -186,12 +190,17 @@ def evaluate_run(run_dir: str | Path, iw_samples: int = 5000, chunk_size: int = 
     ``chunk_size``) on the statically binarised test set (first ``subset`` points if given), with
     the PSIS Pareto-k diagnostic of each point's importance weights (k > 0.7: the estimate for that
     point is unreliable). ``seed`` seeds the particles (``pyro.set_rng_seed`` for Pyro runs,
-    ``jax.random.PRNGKey`` for NumPyro runs). It holds the run directory's lock
+    ``jax.random.PRNGKey`` for NumPyro runs). ``bn_stats`` says which batch-norm statistics every
+    figure uses: ``"running"`` (default) the running averages kept in training, ``"train"`` those of
+    one training-mode pass over the run's training images as one batch, binarised once with
+    ``seed`` (the LVAE authors' evaluation; :mod:`ppl_dgm.infer.batch_norm_stats`; the checkpoint
+    is not changed). It holds the run directory's lock
     (:class:`ppl_dgm.rundir.RunLock`) while it reads and writes: a run being trained (or evaluated)
     by another process is refused with one line naming that process.
     """
     check_evaluation_options(iw_samples=iw_samples, chunk_size=chunk_size, subset=subset,
-                             classify_samples=classify_samples, seed=seed, batch_size=batch_size)
+                             classify_samples=classify_samples, seed=seed, batch_size=batch_size,
+                             bn_stats=bn_stats)
     from ppl_dgm.rundir import RunLock
 
     run_dir = Path(run_dir)
@@ -201,7 +210,8 @@ def evaluate_run(run_dir: str | Path, iw_samples: int = 5000, chunk_size: int = 
         record, device_name = evaluate(run_dir, iw_samples=iw_samples, chunk_size=chunk_size,
                                        subset=subset, classify_samples=classify_samples,
                                        device=device, seed=seed, batch_size=batch_size,
-                                       progress=progress, per_example=per_example)
+                                       progress=progress, per_example=per_example,
+                                       bn_stats=bn_stats)
         if per_example:
             record["per_example_file"] = write_per_example(run_dir, per_example, record)
         return write_evaluation(run_dir, record, device_name)
@@ -224,9 +234,32 @@ def clustering(trainer: Any, predictions: Any, labels: Any = None) -> dict[str, 
     return clustering_record(host(predictions), host(labels), n_clusters, trainer.info.n_classes)
 
 
+def no_batch_norm_error(run_dir: Path) -> UserError:
+    """A run without batch norm evaluated with ``--bn-stats train``: one line naming the run."""
+    from ppl_dgm.infer.batch_norm_stats import no_batch_norm
+
+    return no_batch_norm(str(run_dir))
+
+
+def training_points(trainer: Any, seed: int, run_dir: Path) -> np.ndarray:
+    """The run's training images (the unlabelled pool of a semi-supervised run), flattened and
+    binarised once with ``seed``: the points of ``--bn-stats train``. Refuses a classifier."""
+    from ppl_dgm.data import binarize_static
+
+    if trainer.task == "supervised":
+        raise UserError(f"--bn-stats train passes training images through a generative pair; "
+                        f"{trainer.config.model} ({run_dir}) is a classifier", "omit --bn-stats")
+    n_train = trainer.info.n_train
+    x = np.asarray(trainer.data.x_train[:n_train], np.float32).reshape(n_train, -1)
+    if trainer.task == "semi-supervised":
+        x = x[np.asarray(trainer.split.unlabelled)]
+    return binarize_static(x, seed)
+
+
 def _evaluate_pyro(run_dir: Path, *, iw_samples: int, chunk_size: int, subset: int | None,
                    classify_samples: int | None, device: str, seed: int, batch_size: int,
-                   progress: bool, per_example: dict | None = None) -> tuple[dict[str, Any], str]:
+                   progress: bool, per_example: dict | None = None,
+                   bn_stats: str = "running") -> tuple[dict[str, Any], str]:
     import pyro
 
     from ppl_dgm.infer.importance import log_likelihood
@@ -235,10 +268,20 @@ def _evaluate_pyro(run_dir: Path, *, iw_samples: int, chunk_size: int, subset: i
     trainer = load_run(run_dir, device)
     if classify_samples is not None:
         trainer.config.classify_samples = classify_samples
-    pyro.set_rng_seed(seed)
     record: dict[str, Any] = {"backend": "pyro", "epochs": trainer.epoch,
                               "iw_samples": iw_samples, "evaluation_seed": seed,
-                              "classify_samples": trainer.config.classify_samples}
+                              "classify_samples": trainer.config.classify_samples,
+                              "bn_stats": bn_stats}
+    if bn_stats == "train":  # the running averages replaced in memory (not in the checkpoint)
+        from ppl_dgm.infer.batch_norm_stats import pyro_training_pass
+
+        x_train = training_points(trainer, seed, run_dir)
+        try:
+            layers = pyro_training_pass(trainer.pair, trainer._tensor(x_train), seed)
+        except UserError:
+            raise no_batch_norm_error(run_dir) from None
+        record.update(bn_stats_points=len(x_train), bn_stats_layers=layers)
+    pyro.set_rng_seed(seed)
     if trainer.classifies:
         record["test_error"] = trainer.classification_error(trainer.x_test, trainer.y_test)
         if trainer.info.sequence_length > 1:
@@ -260,7 +303,7 @@ def _evaluate_pyro(run_dir: Path, *, iw_samples: int, chunk_size: int, subset: i
 
 def _evaluate_numpyro(run_dir: Path, *, iw_samples: int, chunk_size: int, subset: int | None,
                       classify_samples: int | None, device: str, seed: int, batch_size: int,
-                      progress: bool, per_example: dict | None = None
+                      progress: bool, per_example: dict | None = None, bn_stats: str = "running"
                       ) -> tuple[dict[str, Any], str]:
     trainer = _load_numpyro_run(run_dir, device)
     import jax
@@ -272,7 +315,21 @@ def _evaluate_numpyro(run_dir: Path, *, iw_samples: int, chunk_size: int, subset
         trainer.config.classify_samples = classify_samples
     record: dict[str, Any] = {"backend": "numpyro", "epochs": trainer.epoch,
                               "iw_samples": iw_samples, "evaluation_seed": seed,
-                              "classify_samples": trainer.config.classify_samples}
+                              "classify_samples": trainer.config.classify_samples,
+                              "bn_stats": bn_stats}
+    if bn_stats == "train":  # the running averages replaced in memory (not in the checkpoint)
+        from ppl_dgm.infer.batch_norm_stats import numpyro_training_pass
+
+        x_train = training_points(trainer, seed, run_dir)
+        try:
+            states, layers = numpyro_training_pass(
+                trainer.pair, trainer.params, trainer._array(x_train),
+                jax.random.fold_in(jax.random.PRNGKey(seed), 1 << 23))
+        except UserError:
+            raise no_batch_norm_error(run_dir) from None
+        state = trainer.svi_state
+        trainer.svi_state = state._replace(mutable_state={**(state.mutable_state or {}), **states})
+        record.update(bn_stats_points=len(x_train), bn_stats_layers=layers)
     # Semi-supervised and unsupervised pairs have a likelihood, whose IW weights any pair's model
     # and guide traces give; supervised pairs (the RNN-SPN) have their digit and sequence errors.
     if trainer.classifies:

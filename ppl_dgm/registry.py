@@ -136,7 +136,16 @@ register(ModelSpec(
 # LVAE (Sønderby et al. 2016): one hierarchical model, two guides; the paper's MNIST defaults
 # (5 layers 64-32-16-8-4, deterministic 512-256-128-64-32, leaky ReLU, batch norm, variance floor
 # 1e-5 as a scale floor of sqrt(1e-5), Adam 2e-4, batch 256, warm-up over 200 epochs, up to 2000).
-_LVAE_HPARAMS = {k: v for k, v in LVAE_DEFAULTS.items() if k not in ("guide", "share_top_down")}
+# Where this recipe departs from the authors' script (casperkaae/LVAE run_models.py): one model for
+# both guides (their LVAE's generative networks are wider: --set top_down_widths=lower), the ladder
+# shares its top-down networks with the model (theirs: separate, --set share_top_down=false) and
+# steps up from the hidden state (theirs from the mean estimate, --set only_mu_up=true), Adam's
+# epsilon 1e-8 (theirs 1e-4), no gradient clipping (theirs: norm 4, then each element to 0.9), the
+# last 10,000 training images held out (theirs trains on all 60,000), batch-norm running averages
+# at evaluation (theirs: statistics of one pass over the training set, `evaluate --bn-stats train`).
+# ``--preset authors`` sets all of these (ppl_dgm/presets.py lists what still differs).
+_LADDER_ONLY = ("share_top_down", "only_mu_up", "top_down_widths")  # the hierarchical guide has none
+_LVAE_HPARAMS = {k: v for k, v in LVAE_DEFAULTS.items() if k != "guide" and k not in _LADDER_ONLY}
 _LVAE_TRAIN = {"optimizer": "adam", "lr": 2e-4, "batch_size": 256, "warmup_epochs": 200,
                "epochs": 2000, "elbo": "trace"}
 register(ModelSpec(
@@ -152,7 +161,7 @@ register(ModelSpec(
     name="lvae",
     task="unsupervised",
     build="ppl_dgm.models.lvae:build",
-    hparams={**_LVAE_HPARAMS, "guide": "ladder", "share_top_down": True},
+    hparams={**_LVAE_HPARAMS, "guide": "ladder", **{k: LVAE_DEFAULTS[k] for k in _LADDER_ONLY}},
     train=dict(_LVAE_TRAIN),
     description="Ladder VAE (Sønderby et al. 2016): the hierarchical model with the ladder guide "
                 "(bottom-up pass, top-down precision-weighted merge)",
@@ -304,13 +313,16 @@ for _name, _build in (("rnn-spn", "build_rnn_spn"), ("ffn-spn", "build_ffn_spn")
 # classification term; --labels 0 trains it fully unsupervised (K = --set n_clusters=K). LVAE/ADGM
 # recipe (Adam, batch norm, leaky ReLU, warm-up, batches of 100, norm clipping 5); sizes and lr chosen
 # for short CPU budgets (the study gives each run 15 minutes at one thread).
+# --set labelled_weighting=data_points counts each labelled image as one data point of the generative
+# terms (weight N_labelled / N_unlabelled on the labelled batch's bound); batch_mean, the M2/ADGM
+# authors' equal batch means, stays registered until a study chooses (models/cagem.py derives both).
 register(ModelSpec(
     name="cagem",
     task="semi-supervised",
     build="ppl_dgm.models.cagem:build",
     hparams={"z_dims": [32, 16], "hidden_dims": [256, 128], "activation": "leaky_relu",
              "batch_norm": True, "min_scale": 1e-5 ** 0.5, "n_clusters": None,
-             "classifier_uses_x": True},
+             "classifier_uses_x": True, "labelled_weighting": "batch_mean"},
     train={"optimizer": "adam", "lr": 1e-3, "batch_size": 100, "labelled_batch_size": 100,
            "warmup_epochs": 10.0, "epochs": 200, "clip_norm": 5.0, "elbo": "trace_enum"},
     description="CaGeM (Maaløe et al. 2017, reconstructed): p(y)p(z2)p(z1|y,z2)p(x|z1), "

@@ -194,3 +194,37 @@ def test_frozen_q_a_stays_at_its_initial_values(backend, tmp_path):
     for name in q_a:
         np.testing.assert_array_equal(before[name], after[name])
     assert any(not np.array_equal(before[n], after[n]) for n in others)
+
+
+def test_branch_starts_from_the_source_runs_parameters_and_batches(tmp_path):
+    """--init-from: the branch starts where the source run stopped: its parameters, its step count
+    and the state of its batch generator (the next batches are the ones the source would draw);
+    the branch's records continue the step count; another seed (other data) is refused."""
+    jax = pytest.importorskip("jax")
+    from ppl_dgm.train.numpyro_loop import NumPyroTrainer
+
+    spec = registry.get("adgm", "numpyro")
+    base = {"dataset": "digits", "steps_per_epoch": 3, "validation_size": 0, "classify_samples": 1}
+    tiny = {"hidden": [8], "a_dim": 2, "z_dim": 2}
+    source = NumPyroTrainer(resolve(spec, {**base, "epochs": 1}, tiny), tmp_path / "src",
+                            progress=False)
+    source.fit()
+    branch = NumPyroTrainer(resolve(spec, {**base, "epochs": 2, "init_from": str(tmp_path / "src"),
+                                           "alpha": 5.0}, tiny), tmp_path / "branch",
+                            progress=False)
+    branch.before_fit()
+    assert branch.step == 3 and branch.epoch == 1
+    want = jax.device_get(source.params)
+    got = jax.device_get(branch.params)
+    for name in want:
+        for a, b in zip(jax.tree_util.tree_leaves(want[name]), jax.tree_util.tree_leaves(got[name]),
+                        strict=True):
+            np.testing.assert_array_equal(a, b)
+    # the same batch sequence: the generator is where the source left it after epoch 1
+    assert branch.rng.bit_generator.state == source.rng.bit_generator.state
+    branch.fit()
+    assert list(results.read_history(tmp_path / "branch" / results.HISTORY)["step"].values) == [6]
+    with pytest.raises(UserError, match="other data"):
+        NumPyroTrainer(resolve(spec, {**base, "epochs": 2, "seed": 1,
+                                      "init_from": str(tmp_path / "src")}, tiny),
+                       tmp_path / "bad", progress=False).before_fit()

@@ -4,9 +4,13 @@ log p(x) ~= log (1/K) sum_k p(x, h_k) / q(h_k | x),  h_k ~ q(h | x),
 
 where h are all latent variables of the guide: continuous ones are sampled, and so is a discrete
 label (not enumerated), which keeps the estimator generic; a pair built with ``iw_enumerate=True``
-(CaGeM) has its enumerated sites summed exactly inside each weight instead. At K = 1 its
-expectation is the ELBO; it increases with K towards log p(x). Particles are vectorised with an
-outer plate and processed in chunks of ``chunk_size`` so that K = 5000 fits in memory.
+(CaGeM) has its enumerated sites summed exactly inside each weight instead. At K = 1 the
+expectation of the sampled estimator is the ELBO; that of the summed one is a tighter bound: its
+weight is sum_y q(y | .) w_y, and log sum_y q(y | .) w_y >= sum_y q(y | .) log w_y (Jensen), whose
+expectation is the ELBO with y summed out, so it lies between the ELBO and log p(x) (equal to the
+ELBO only where w_y does not depend on y). Either increases with K towards log p(x). Particles are
+vectorised with an outer plate and processed in chunks of ``chunk_size`` so that K = 5000 fits in
+memory.
 
 Every estimator here runs the pair in evaluation mode (batch norm with its running statistics, one
 draw of each latent per particle) whatever mode the caller left it in, and restores that mode after:

@@ -7,7 +7,9 @@ where h are all latent variables of the guide. As on the Pyro side, continuous o
 so is a discrete label (the guide's ``y`` site is not enumerated here: its ``enumerate`` flag only
 acts under ``TraceEnum_ELBO``), so log q(y | x) and log p(y) enter each weight; a pair with
 ``iw_enumerate=True`` (CaGeM) has its enumerated sites summed exactly inside each weight instead. At K = 1 the
-expectation of the estimate is the ELBO; it increases with K towards log p(x).
+expectation of the sampled estimate is the ELBO; the summed one's is a tighter bound, between the
+ELBO and log p(x) (log sum_y q(y | .) w_y >= sum_y q(y | .) log w_y by Jensen; equal only where w_y
+does not depend on y: ``ppl_dgm.infer.importance``). Either increases with K towards log p(x).
 
 Particle k is one run of the guide seeded with its own key, replayed in the model (``beta = 1``,
 batch normalisation on its running statistics); particles are vectorised with ``jax.vmap`` and

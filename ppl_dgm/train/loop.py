@@ -112,7 +112,8 @@ def check_objective(config: TrainConfig, pair: Pair, task: str, x: torch.Tensor)
 
 def make_optimizer(config: TrainConfig, params) -> tuple[torch.optim.Optimizer, Any]:
     if config.optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=config.lr, betas=config.adam_betas)
+        opt = torch.optim.Adam(params, lr=config.lr, betas=config.adam_betas,
+                               eps=getattr(config, "adam_eps", 1e-8))
     elif config.optimizer == "rmsprop":
         opt = torch.optim.RMSprop(params, lr=config.lr, alpha=config.rmsprop_alpha,
                                   eps=config.rmsprop_eps)
@@ -174,6 +175,9 @@ class Trainer(EpochLoop):
         if config.scan_steps > 1:
             raise UserError("--scan-steps compiles NumPyro steps together; the Pyro backend runs "
                             "one step at a time", "omit --scan-steps, or add --backend numpyro")
+        if getattr(config, "init_from", None):
+            raise UserError("--init-from (a branch from another run's checkpoint) is implemented "
+                            "for the NumPyro backend", "add --backend numpyro, or omit --init-from")
         self.config = config
         self.run_dir = Path(run_dir)
         self.progress = progress

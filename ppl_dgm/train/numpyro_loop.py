@@ -136,7 +136,8 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int, n_train: int = 1,
     named in ``frozen`` (``NAME$params``) get no update at all."""
     lr = learning_rate(config, steps_per_epoch)
     if config.optimizer == "adam":
-        opt = optax.adam(lr, b1=config.adam_betas[0], b2=config.adam_betas[1])
+        opt = optax.adam(lr, b1=config.adam_betas[0], b2=config.adam_betas[1],
+                         eps=getattr(config, "adam_eps", 1e-8))
     elif config.optimizer == "rmsprop":
         # as torch.optim.RMSprop: decay alpha (default 0.99), eps (1e-8) outside the square root
         opt = optax.rmsprop(lr, decay=getattr(config, "rmsprop_alpha", 0.99),
@@ -514,7 +515,61 @@ class NumPyroTrainer(EpochLoop):
         return device_name(self.device)
 
     def before_fit(self) -> None:
+        if self.config.init_from and self.step == 0 and not self.history:
+            self.branch_from(Path(self.config.init_from))
         self.compile()
+
+    #: configuration fields a branch must share with the run it starts from (the data it sees)
+    BRANCH_IDENTITY = ("model", "backend", "dataset", "dataset_options", "labels", "seed",
+                       "validation_size", "include_labelled_in_unlabelled", "batch_size",
+                       "labelled_batch_size", "steps_per_epoch")
+
+    def branch_from(self, run_dir: Path) -> None:
+        """Start from ``run_dir``'s checkpoint (``TrainConfig.init_from``): its parameters and
+        batch-norm statistics, epoch, step and numpy generator (the batch sequence goes on as in
+        that run); a fresh optimiser state and an empty history."""
+        path = run_dir / CHECKPOINT
+        if not path.is_file():
+            raise UserError(f"--init-from {run_dir}: no {CHECKPOINT} there",
+                            "name the directory of a NumPyro run that has written a checkpoint")
+
+        def read(p: Path) -> dict[str, Any]:
+            with open(p, "rb") as f:
+                return pickle.load(f)
+
+        try:
+            state = read(path)
+        except Exception as err:  # noqa: BLE001  (any unpickling failure means a damaged file)
+            raise UserError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})",
+                            "restore it from a copy") from err
+        source = state.get("config") or {}
+        mine = self.config.to_dict()
+        differ = [f"{k}: {source.get(k)!r} there, {mine.get(k)!r} here"
+                  for k in self.BRANCH_IDENTITY if source.get(k) != mine.get(k)
+                  and not (isinstance(mine.get(k), tuple | list) and list(mine[k]) == source.get(k))]
+        if differ:
+            raise UserError(f"--init-from {run_dir} trained on other data: " + "; ".join(differ),
+                            "branch with the source run's model, data set, labels, seed and "
+                            "batch sizes")
+        if state.get("in_epoch") is not None:
+            raise UserError(f"--init-from {run_dir}: its checkpoint stopped in the middle of epoch "
+                            f"{state['epoch'] + 1}", "branch from a checkpoint written between "
+                            "two epochs (resume the source run to the end of its epoch first)")
+        if state["epoch"] >= self.config.epochs:
+            raise UserError(f"--init-from {run_dir} has done {state['epoch']} epochs, --epochs is "
+                            f"{self.config.epochs}", "--epochs counts from the source run's start: "
+                            f"give more than {state['epoch']}")
+        source_state = jax.device_put(state["svi_state"], self.device)
+        params = self.svi.optim.get_params(source_state.optim_state)
+        mine_params = self.svi.optim.get_params(self.svi_state.optim_state)
+        if jax.tree_util.tree_structure(params) != jax.tree_util.tree_structure(mine_params):
+            raise UserError(f"--init-from {run_dir}: its networks have another structure",
+                            "branch with the same network hyperparameters (sizes, batch norm)")
+        self.svi_state = self.svi_state._replace(
+            optim_state=self.svi.optim.init(params),
+            mutable_state=source_state.mutable_state)
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.rng.bit_generator.state = state["numpy_rng"]
 
     def current_lr(self) -> float:
         return float(self.schedule(self.step))
