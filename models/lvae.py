@@ -17,7 +17,9 @@ not the paper: ``activation``, ``batch_norm`` (to reproduce the paper's ablation
 
 Indexing: connection ``k`` (k = 0..L-1) joins level k (x for k = 0, z_k otherwise) and z_{k+1}; it
 has ``hidden_dims[k]`` units in each of its two hidden layers, in both directions (the generative
-p(z_k | z_{k+1}), or p(x | z_1) for k = 0, and the guide's q(z_{k+1} | level k)).
+p(z_k | z_{k+1}), or p(x | z_1) for k = 0, and the guide's q(z_{k+1} | level k)). The option
+``top_down_widths="lower"`` (ladder guide, unshared networks: the authors' LVAE script) gives the
+generative p(z_k | z_{k+1}) connection k-1's width instead, ``hidden_dims[k - 1]``.
 """
 
 from __future__ import annotations
