@@ -168,25 +168,48 @@ def get(model: str, name: str) -> Preset:
 
 def apply(spec: Any, name: str | None) -> Any:
     """``spec`` (a :class:`ppl_dgm.registry.ModelSpec`) with the preset's hyperparameters and
-    training defaults in place of its own; ``name=None``: ``spec`` unchanged."""
+    training defaults in place of its own; ``name=None``: ``spec`` unchanged. Hyperparameters the
+    pair does not have (a preset shared by a pair and its baseline, e.g. the ladder guide's options
+    for the VAE) are left out."""
     if not name:
         return spec
     preset = get(spec.name, name)
-    return dataclasses.replace(spec, hparams={**spec.hparams, **preset.hparams},
+    hparams = {k: v for k, v in preset.hparams.items() if k in spec.hparams}
+    return dataclasses.replace(spec, hparams={**spec.hparams, **hparams},
                                train={**spec.train, **preset.train})
 
 
+def _training_default(key: str) -> Any:
+    from ppl_dgm.config import TrainConfig
+
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    field_ = fields.get(key)
+    return None if field_ is None else field_.default
+
+
 def describe(preset: Preset, spec: Any) -> list[str]:
-    """The lines ``ppl-dgm models NAME --preset P`` prints: what the preset sets (beside the
-    registered value it replaces) and the differences from the script that remain."""
+    """The lines ``ppl-dgm models NAME --preset P`` prints: what the preset changes (registered
+    value -> preset), what it keeps as registered, and the differences from the script that
+    remain."""
     lines = [f"preset {preset.name!r} of {spec.name}: {preset.description}",
-             f"  follows: {preset.source}", "  sets (registered value -> preset):"]
-    for kind, values, registered in (("--set", preset.hparams, spec.hparams),
-                                     ("--", preset.train, spec.train)):
-        for key, value in values.items():
-            before = registered.get(key, "TrainConfig default")
-            flag = f"--set {key}" if kind == "--set" else "--" + key.replace("_", "-")
+             f"  follows: {preset.source}", "  changes (registered value -> preset):"]
+    same = []
+    for key, value in preset.hparams.items():
+        if key not in spec.hparams:
+            continue  # not a hyperparameter of this pair
+        if spec.hparams[key] == value:
+            same.append(f"--set {key}")
+        else:
+            lines.append(f"    --set {key}: {spec.hparams[key]!r} -> {value!r}")
+    for key, value in preset.train.items():
+        before = spec.train[key] if key in spec.train else _training_default(key)
+        flag = "--" + key.replace("_", "-")
+        if before == value or (isinstance(before, tuple | list) and list(before) == list(value)):
+            same.append(flag)
+        else:
             lines.append(f"    {flag}: {before!r} -> {value!r}")
+    if same:
+        lines.append("  as registered already: " + ", ".join(same))
     lines.append("  still differs from the script:")
     lines += [f"    - {d}" for d in preset.differences] or ["    (nothing known)"]
     return lines

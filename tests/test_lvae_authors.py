@@ -54,7 +54,7 @@ def test_registered_recipe_differs_from_the_preset_where_the_registry_says():
 def test_models_preset_lists_what_still_differs(capsys):
     assert main(["models", "lvae", "--preset", "authors", "--backend", "pyro"]) == 0
     out = capsys.readouterr().out
-    for text in ("--adam-eps: 'TrainConfig default' -> 0.0001", "--clip-norm", "--clip-value",
+    for text in ("--adam-eps: 1e-08 -> 0.0001", "--clip-norm", "--clip-value",
                  "--set only_mu_up: False -> True", "--set top_down_widths: 'upper' -> 'lower'",
                  "--set share_top_down: True -> False", "--validation-size", "still differs",
                  "--bn-stats train", "IW-5000 on all 10,000 test images", "epsilon 1e-10"):
