@@ -9,7 +9,8 @@ a and z of 100 dimensions, batch norm, Adam 3e-4 x0.75 every 200 epochs down to 
 gradient norm clipped to 5 then every element to [-1, 1], 100 labelled + 100 unlabelled points per
 step, alpha = 0.1 N / N_l, 1 (ADGM) or 5 (SDGM) particles, predictions averaged over 100 draws of
 a), trained for ``--minutes`` of training time per seed on the fastest backend for the device, with
-the report (test error, spread over seeds, KL(a), gap to the paper, learning curves) in ``--out``.
+the report (test error, spread over seeds, the diagnostics of a, gap to the paper, learning curves)
+in ``--out``.
 Calling it again with a larger ``--minutes`` continues the same runs.
 
 Differences from the authors' code, kept on purpose: 10,000 training images are held out for
