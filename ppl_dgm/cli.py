@@ -160,6 +160,15 @@ def model_defaults(spec: registry.ModelSpec) -> tuple[dict[str, Any], dict[str, 
     return hparams, config
 
 
+# what a training default means where its name could mislead (``ppl-dgm models NAME``)
+_DEFAULT_NOTES = {
+    "validate": "Pyro's argument and shape checks (--validate), not held-out validation: that is "
+                "validation_size",
+    "validation_size": "training points held out for model selection; None: 10,000 for MNIST-sized "
+                       "sets, else 10%",
+}
+
+
 def show_model(name: str, backend: str | None = None, preset: str | None = None) -> int:
     """``ppl-dgm models NAME``: the pair's task, source, hyperparameters and training defaults;
     with ``preset``, what the preset sets and what still differs from its script, then the
@@ -200,7 +209,8 @@ def show_model(name: str, backend: str | None = None, preset: str | None = None)
         print("  training defaults (* = the pair's own, the rest TrainConfig's; override with --KEY):")
         for key, value in train.items():
             mark = "*" if key in spec.train else " "
-            print(f"   {mark}{key} = {value!r}")
+            note = _DEFAULT_NOTES.get(key)
+            print(f"   {mark}{key} = {value!r}" + (f"   ({note})" if note else ""))
     return 0
 
 

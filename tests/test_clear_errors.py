@@ -345,3 +345,13 @@ def test_the_label_rule_refuses_a_guide_without_a_class(tmp_path):
         check_label_site(spec, {"t": site, "s": site})
     with pytest.raises(ContractError, match="samples no label site"):
         check_label_site(spec, {"z": {**site, "infer": {}}})
+
+
+def test_models_says_validate_is_pyros_checks_not_held_out_validation(capsys):
+    from ppl_dgm.cli import main as cli_main
+
+    assert cli_main(["models", "m2", "--backend", "pyro"]) == 0
+    lines = {line.split("=")[0].strip(" *"): line for line in capsys.readouterr().out.splitlines()
+             if "=" in line}
+    assert "not held-out validation" in lines["validate"]
+    assert "held out for model selection" in lines["validation_size"]
