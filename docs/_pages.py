@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 from pathlib import Path
 
 PACKAGES = ("ppl_dgm", "ppl_dgm.models", "ppl_dgm.guides")
@@ -111,6 +112,10 @@ def _rst_problems(text: str) -> str:
     return stream.getvalue()
 
 
+_INLINE_LITERAL = re.compile(r"``([^`]+?)``", re.S)
+_ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")
+
+
 def docstring_as_text_if_not_rst(app, what, name, obj, options, lines: list[str]) -> None:
     """``autodoc-process-docstring``: a docstring that is not valid reStructuredText (many here are
     plain text with indented formulas) is shown verbatim, as a literal block, instead of failing
@@ -123,5 +128,8 @@ def docstring_as_text_if_not_rst(app, what, name, obj, options, lines: list[str]
         problems = repr(error)
     if not problems:
         return
-    body = [f"    {line}" if line.strip() else "" for line in lines]
+    # shown as plain text: the inline-literal marks of the reST it failed to be are dropped
+    text = _INLINE_LITERAL.sub(r"\1", "\n".join(lines))
+    plain = _ROLE.sub(r"\1", text).split("\n")
+    body = [f"    {line}" if line.strip() else "" for line in plain]
     lines[:] = ["::", "", *body, ""]

@@ -37,6 +37,8 @@ def test_docs_build_without_warnings(tmp_path):
     # the usage page is the README; the API reference documents the models and guides
     assert "Writing a new model/guide pair" in (html / "usage.html").read_text()
     api = (html / "api.html").read_text()
+    # no raw reST markup on the page (docstrings shown as plain text drop their inline marks)
+    assert "``" not in api and ":class:`" not in api
     for name in ("ppl_dgm.models.m2.M2Model", "ppl_dgm.guides.ladder.precision_weighted_merge",
                  "ppl_dgm.plots.image_grid"):
         assert f'id="{name}"' in api, name

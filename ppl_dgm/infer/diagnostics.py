@@ -6,7 +6,7 @@ and counts the active units of each layer with Burda et al.'s (2015) criterion
     A_u = Cov_x( E_{q(z|x)}[z_u] ) > 0.01.
 
 They are generic: the latent sites are whatever unobserved sample sites the guide has
-(``z1``..``zL``, ``z``, ``a``, a sampled ``y``...), the data plate is ``pyro.plate("data", ...)``,
+(``z1`` to ``zL``, ``z``, ``a``, a sampled ``y``...), the data plate is ``pyro.plate("data", ...)``,
 and particles are vectorised with an outer plate, as in :mod:`ppl_dgm.infer.importance`. Both run
 the pair in ``eval()`` mode (batch-norm running statistics, so a point's result does not depend on
 the rest of the batch) and restore the previous mode afterwards.

@@ -3,7 +3,7 @@
 ``weight_init="glorot"`` (Lasagne's ``GlorotNormal(gain)`` as the authors use it): hidden layers
 Glorot-normal with the ReLU gain sqrt(2) (for ``relu``, ``leaky_relu``, ``softplus``, ``elu``; gain 1
 otherwise), output layers (logits) with gain 1, the mean and log-variance layers of Gaussian heads
-and every bias N(0, ``SMALL_STD``^2). ``"torch"``: PyTorch's default (U(+-1/sqrt(fan_in))).
+and every bias N(0, SMALL_STD^2). ``"torch"``: PyTorch's default (U(+-1/sqrt(fan_in))).
 """
 
 from __future__ import annotations
