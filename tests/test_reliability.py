@@ -464,7 +464,8 @@ runpy.run_module("ppl_dgm.cli", run_name="__main__")
 def history_of(run: Path) -> dict[str, np.ndarray]:
     """Every per-epoch record of ``history.nc`` except the timings."""
     ds = results.read_history(run / "history.nc")
-    return {name: ds[name].values for name in ds.data_vars if name not in ("seconds", "cpu_seconds")}
+    timings = ("seconds", "cpu_seconds", "eval_seconds", "eval_cpu_seconds")
+    return {name: ds[name].values for name in ds.data_vars if name not in timings}
 
 
 def assert_same_history(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:

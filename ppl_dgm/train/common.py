@@ -59,8 +59,9 @@ def prepare_data(config: TrainConfig) -> tuple[ImageData, Split, DataInfo]:
              else default_validation_size(len(data.x_train)))
     y_split = data.y_train if data.y_train.ndim == 1 else data.y_train[:, 0]
     if spec.task in ("semi-supervised", "supervised") and data.n_classes < 2:
-        raise UserError(f"{data.source or config.dataset} has {data.n_classes} class: a classifier "
-                        "needs two or more", "give a data set whose labels take two or more values")
+        raise UserError(f"{data.source or config.dataset} has labels of one class only: a "
+                        "classifier needs two or more", "give a data set whose labels take two or "
+                        "more values")
     labels = config.labels if spec.task == "semi-supervised" else None
     split = semi_supervised_split(y_split, labels, config.seed, n_val,
                                   config.include_labelled_in_unlabelled)
