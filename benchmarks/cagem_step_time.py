@@ -37,7 +37,7 @@ def main() -> None:
                       "device": "cpu", "seed": args.seed, "epochs": 1,
                       "steps_per_epoch": args.steps + args.warmup}, hparams)
     if args.backend == "pyro":
-        from ppl_dgm.train.loop import Trainer
+        from ppl_dgm.training.loop import Trainer
 
         trainer = Trainer(config, "/nonexistent-run-dir", progress=False)
         batches = list(trainer._batches())
@@ -48,7 +48,7 @@ def main() -> None:
             trainer.train_step(idx, idx_l)
         seconds = time.perf_counter() - started
     else:
-        from ppl_dgm.train.numpyro_loop import NumPyroTrainer
+        from ppl_dgm.training.numpyro_loop import NumPyroTrainer
 
         trainer = NumPyroTrainer(config, "/nonexistent-run-dir", progress=False)
         trainer.compile()

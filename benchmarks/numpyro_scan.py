@@ -36,7 +36,7 @@ def main() -> None:
     apply_threads(args.threads)
     from ppl_dgm import registry
     from ppl_dgm.config import resolve
-    from ppl_dgm.train.numpyro_loop import NumPyroTrainer
+    from ppl_dgm.training.numpyro_loop import NumPyroTrainer
 
     load = epoch_timing.uptime()
     trainers = {}

@@ -38,7 +38,7 @@ def passes_per_epoch(run_dir: Path, config: dict) -> float:
         steps, n_u = summary["steps_per_epoch"], summary["n_unlabelled"]
     else:  # run still going: rebuild the split sizes from its configuration
         from ppl_dgm.config import TrainConfig
-        from ppl_dgm.train.loop import prepare_data
+        from ppl_dgm.training.loop import prepare_data
 
         _, split, _ = prepare_data(TrainConfig.from_dict(config))
         n_u = len(split.unlabelled)

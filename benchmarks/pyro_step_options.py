@@ -53,7 +53,7 @@ def main() -> None:
     apply_threads(args.threads)
     from ppl_dgm import registry
     from ppl_dgm.config import resolve
-    from ppl_dgm.train.loop import Trainer
+    from ppl_dgm.training.loop import Trainer
 
     load = epoch_timing.uptime()
     trainers, first = {}, {}

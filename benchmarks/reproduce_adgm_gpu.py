@@ -3,7 +3,7 @@
     python benchmarks/reproduce_adgm_gpu.py --model adgm --minutes 120 --out runs/adgm-gpu
     python benchmarks/reproduce_adgm_gpu.py --model sdgm --minutes 120 --out runs/sdgm-gpu
 
-A thin wrapper of ``ppl-dgm reproduce adgm-mnist100`` / ``sdgm-mnist100`` (:mod:`ppl_dgm.reproduce`):
+A thin wrapper of ``ppl-dgm reproduce adgm-mnist100`` / ``sdgm-mnist100`` (:mod:`ppl_dgm.reproduction`):
 the registered recipe of the authors (``ppl_dgm/registry.py``: two hidden layers of 500 ReLU units,
 a and z of 100 dimensions, batch norm, Adam 3e-4 x0.75 every 200 epochs down to 3e-5, the global
 gradient norm clipped to 5 then every element to [-1, 1], 100 labelled + 100 unlabelled points per

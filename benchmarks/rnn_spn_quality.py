@@ -134,7 +134,7 @@ def glimpse_statistics(run_dir: Path, n: int = 2000) -> list[dict[str, float]]:
     across canvases means the transform depends on the canvas, not only on the step."""
     import torch
 
-    from ppl_dgm.train.loop import load_run
+    from ppl_dgm.training.loop import load_run
 
     trainer = load_run(run_dir, "cpu")
     with torch.no_grad():
@@ -150,7 +150,7 @@ def glimpse_statistics(run_dir: Path, n: int = 2000) -> list[dict[str, float]]:
 
 def glimpse_figure(run_dir: Path, path: Path, n: int = 6) -> None:
     from ppl_dgm.plots import plot_glimpses
-    from ppl_dgm.train.loop import load_run
+    from ppl_dgm.training.loop import load_run
 
     trainer = load_run(run_dir, "cpu")
     plot_glimpses(trainer.pair, trainer.x_test[:n], trainer.y_test[:n].cpu().numpy(), path)

@@ -18,15 +18,15 @@ For M2 one step is 100 labelled + 100 unlabelled MNIST-sized points (x of 784 di
 registered networks: two ReLU layers of 500 units, z of 50 dimensions; ``--paper-networks`` for
 Kingma et al.'s one softplus layer), the unlabelled labels enumerated. Two plain PyTorch losses
 compute the same bounds by hand: ``torch_reference`` concatenates [x, y] and repeats x once per label
-(the usual way to write M2), ``torch_reference_sum`` uses the pair's own per-input projections. The
-ratios are measured side by side in one process, steps interleaved, medians reported.
+(the usual way to write M2), ``torch_reference_sum`` uses the pair's own per-input projections (both
+in ``benchmarks/throughput_m2.py``). The ratios are measured side by side in one process, steps
+interleaved, medians reported.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -36,16 +36,13 @@ from typing import Any
 import pyro
 import torch
 from pyro.infer import TraceEnum_ELBO
-from torch import nn
-from torch.distributions import Normal
-from torch.nn import functional as F
+from throughput_m2 import N_CLASSES, X_DIM, ConcatM2, concat_reference, sum_reference
 
 from ppl_dgm import registry
 from ppl_dgm.infer.objectives import semi_supervised_loss
-from ppl_dgm.nn.torch_blocks import activation
-from ppl_dgm.train.loop import resolve_device
+from ppl_dgm.training.loop import resolve_device
 
-X_DIM, N_CLASSES, BATCH = 784, 10, 100
+BATCH = 100
 
 
 def matmul_gflops(device: torch.device, n: int = 1024, repeats: int = 20) -> float:
@@ -62,82 +59,6 @@ def matmul_gflops(device: torch.device, n: int = 1024, repeats: int = 20) -> flo
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-class ConcatM2(nn.Module):
-    """M2 networks that take the concatenation [x, one_hot(y)] (x repeated per label)."""
-
-    def __init__(self, hidden: list[int], z_dim: int, act: str) -> None:
-        super().__init__()
-
-        def mlp(d_in: int, d_out: int) -> nn.Sequential:
-            layers: list[nn.Module] = []
-            for h in hidden:
-                layers += [nn.Linear(d_in, h), nn.BatchNorm1d(h), activation(act)]
-                d_in = h
-            return nn.Sequential(*layers, nn.Linear(d_in, d_out))
-
-        self.classifier = mlp(X_DIM, N_CLASSES)
-        self.encoder = mlp(X_DIM + N_CLASSES, 2 * z_dim)
-        self.decoder = mlp(z_dim + N_CLASSES, X_DIM)
-
-
-def _bound(encode, decode, x, y_onehot):
-    """log p(x|y,z) + log p(y) + log p(z) - log q(z|x,y) for one z sample, per row."""
-    loc, scale = encode(x, y_onehot)
-    z = loc + scale * torch.randn_like(loc)
-    logits = decode(z, y_onehot)
-    log_px = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits),
-                                                 reduction="none").sum(-1)
-    log_pz = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(-1)
-    return log_px - math.log(N_CLASSES) + log_pz - Normal(loc, scale).log_prob(z).sum(-1)
-
-
-def _m2_loss(classify, encode, decode, x_l, y_l, x_u, alpha):
-    log_q_l = torch.log_softmax(classify(x_l), -1)
-    labelled = _bound(encode, decode, x_l, F.one_hot(y_l, N_CLASSES).float())
-    labelled = labelled + alpha * log_q_l.gather(-1, y_l[:, None]).squeeze(-1)
-    log_q_u = torch.log_softmax(classify(x_u), -1)
-    return -labelled.mean() - _unlabelled(encode, decode, x_u, log_q_u).mean()
-
-
-def _unlabelled(encode, decode, x_u, log_q_u):
-    eye = torch.eye(N_CLASSES, device=x_u.device)
-    if getattr(encode, "repeats", False):  # concatenate-and-repeat: (10 * B) rows
-        x_rep = x_u.repeat(N_CLASSES, 1)
-        y_rep = eye.repeat_interleave(len(x_u), 0)
-        bounds = _bound(encode, decode, x_rep, y_rep).reshape(N_CLASSES, len(x_u)).T
-    else:  # broadcasting: y of shape (10, 1, 10) against x of shape (B, D)
-        bounds = _bound(encode, decode, x_u, eye[:, None, :]).T
-    q = log_q_u.exp()
-    return (q * bounds).sum(-1) - (q * log_q_u).sum(-1)
-
-
-def concat_reference(net: ConcatM2, alpha: float):
-    def encode(x, y):
-        x, y = torch.broadcast_tensors(x, y[..., :1].expand(*y.shape[:-1], 1))[0], y
-        h = net.encoder(torch.cat([x, y], -1))
-        loc, logvar = h.chunk(2, -1)
-        return loc, torch.exp(0.5 * logvar)
-
-    encode.repeats = True
-
-    def decode(z, y):
-        return net.decoder(torch.cat([z, y.expand(*z.shape[:-1], N_CLASSES)], -1))
-
-    return lambda x_l, y_l, x_u: _m2_loss(net.classifier, encode, decode, x_l, y_l, x_u, alpha)
-
-
-def sum_reference(pair, alpha: float):
-    q, p = pair.q, pair.p
-
-    def encode(x, y):
-        return q.z_head(q.encoder(x, y))
-
-    def decode(z, y):
-        return p.x_logits(p.decoder(z, y))
-
-    return lambda x_l, y_l, x_u: _m2_loss(q.classifier, encode, decode, x_l, y_l, x_u, alpha)
 
 
 def time_steps(fns: dict, params: dict, steps: int, device: torch.device) -> dict[str, float]:

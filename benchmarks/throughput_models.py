@@ -16,7 +16,7 @@ interleaved (one of each in turn, medians reported):
 - ``numpyro``: the NumPyro trainer's compiled step (``NumPyroTrainer.train_step``, waiting for its
   result); ``numpyro_compile_seconds`` is the ahead-of-time compilation, reported apart;
 - ``torch``: a plain-PyTorch loss of the same networks where one exists (M2: the bounds written
-  with broadcasting, ``throughput.sum_reference``; ADGM/SDGM: ``throughput_auxiliary.reference_loss``;
+  with broadcasting, ``throughput_m2.sum_reference``; ADGM/SDGM: ``throughput_auxiliary.reference_loss``;
   RNN-SPN, FFN-SPN, CNN: the cross-entropy of the reader network), same optimiser and clipping;
 - ``floor``: the matmul floor of that step: every GEMM (``mm``, ``addmm``, ``bmm``, ``baddbmm``)
   and convolution (forward and backward) that one Pyro step runs, recorded with a
@@ -313,7 +313,7 @@ def torch_reference(model: str, trainer: Any) -> Any | None:
     import torch
     import torch.nn.functional as F
 
-    from ppl_dgm.train.loop import clip_gradients, make_optimizer
+    from ppl_dgm.training.loop import clip_gradients, make_optimizer
 
     cfg, pair = trainer.config, trainer.pair
     params = list(pair.parameters())
@@ -321,7 +321,7 @@ def torch_reference(model: str, trainer: Any) -> Any | None:
     xs = trainer.x_train
     n = cfg.batch_size
     if model == "m2":
-        from throughput import sum_reference
+        from throughput_m2 import sum_reference
 
         fn = sum_reference(pair, pair.q.alpha)
     elif model in ("adgm", "sdgm"):
@@ -366,7 +366,7 @@ def bench_model(model: str, device: str, quick: bool, steps: int, tmp: Path,
 
     from ppl_dgm import registry
     from ppl_dgm.config import resolve
-    from ppl_dgm.train.loop import Trainer
+    from ppl_dgm.training.loop import Trainer
 
     spec = registry.get(model, "pyro")
     sequence = spec.train.get("dataset") == "mnist-sequence"
@@ -409,7 +409,7 @@ def bench_model(model: str, device: str, quick: bool, steps: int, tmp: Path,
     except KeyError:
         has_numpyro = False
     if has_numpyro:
-        from ppl_dgm.train.numpyro_loop import NumPyroTrainer
+        from ppl_dgm.training.numpyro_loop import NumPyroTrainer
 
         started = time.perf_counter()
         np_trainer = NumPyroTrainer(resolve(registry.get(model, "numpyro"), overrides),

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from ppl_dgm.config import resolve
         from ppl_dgm.infer.numpyro_objectives import TraceELBO, supervised
-        from ppl_dgm.train.numpyro_loop import make_optimizer
+        from ppl_dgm.training.numpyro_loop import make_optimizer
 
         jspec = registry.get(args.model, "numpyro")
         jpair = jspec.builder()(dict(jspec.hparams), info)

@@ -3,7 +3,7 @@
     q(z1, y, z2 | x) = q(z1 | x) q(y | z1, x) q(z2 | z1, y).
 
 z1 is drawn bottom-up first (the plain hierarchical guide's first connection, ``guides/hierarchical.py``,
-the same :class:`~ppl_dgm.models.lvae.GaussianMLP`), then the cluster ``y`` through the
+the same :class:`~ppl_dgm.nn.torch_blocks.GaussianMLP`), then the cluster ``y`` through the
 enumerated-label guide family's :func:`~ppl_dgm.guides.label.label_site` (enumerated in parallel when
 unlabelled, observed with the classification term alpha * log q(y | z1, x) when labelled), then z2 from
 z1 and y. The ladder guide's top-down merge (``guides/ladder.py``) does not fit this order (z1 is
@@ -27,9 +27,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from ppl_dgm.guides.label import label_site
-from ppl_dgm.models.cagem import labelled_scale
-from ppl_dgm.models.lvae import PAPER_MIN_SCALE, GaussianMLP, kl_scale
-from ppl_dgm.nn.torch_blocks import MultiInputMLP
+from ppl_dgm.infer.site_scales import kl_scale, labelled_scale
+from ppl_dgm.models.common import PAPER_MIN_SCALE
+from ppl_dgm.nn.torch_blocks import GaussianMLP, MultiInputMLP
 
 
 class CaGeMGuide(nn.Module):

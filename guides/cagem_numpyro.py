@@ -21,9 +21,9 @@ import numpyro
 import numpyro.distributions as dist
 
 from ppl_dgm.guides.label_numpyro import label_site
-from ppl_dgm.models.cagem_numpyro import labelled_scale
-from ppl_dgm.models.lvae_numpyro import PAPER_MIN_SCALE, GaussianLayer, kl_scale
-from ppl_dgm.nn.flax_blocks import LogitsMLP, apply, network
+from ppl_dgm.infer.numpyro_site_scales import kl_scale, labelled_scale
+from ppl_dgm.models.common import PAPER_MIN_SCALE
+from ppl_dgm.nn.flax_blocks import GaussianLayer, LogitsMLP, apply, network
 
 
 class CaGeMGuide:

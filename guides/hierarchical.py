@@ -20,8 +20,9 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from ppl_dgm.models.common import check_lvae_dims
-from ppl_dgm.models.lvae import PAPER_MIN_SCALE, GaussianMLP, kl_scale
+from ppl_dgm.infer.site_scales import kl_scale
+from ppl_dgm.models.common import PAPER_MIN_SCALE, check_lvae_dims
+from ppl_dgm.nn.torch_blocks import GaussianMLP
 
 
 class HierarchicalGuide(nn.Module):

@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 
-from ppl_dgm.models.common import check_lvae_dims
-from ppl_dgm.models.lvae_numpyro import PAPER_MIN_SCALE, GaussianLayer, kl_scale
-from ppl_dgm.nn.flax_blocks import network
+from ppl_dgm.infer.numpyro_site_scales import kl_scale
+from ppl_dgm.models.common import PAPER_MIN_SCALE, check_lvae_dims
+from ppl_dgm.nn.flax_blocks import GaussianLayer, network
 
 
 class HierarchicalGuide:

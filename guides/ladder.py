@@ -31,8 +31,9 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from ppl_dgm.models.common import check_lvae_dims
-from ppl_dgm.models.lvae import PAPER_MIN_SCALE, GaussianMLP, kl_scale
+from ppl_dgm.infer.site_scales import kl_scale
+from ppl_dgm.models.common import PAPER_MIN_SCALE, check_lvae_dims
+from ppl_dgm.nn.torch_blocks import GaussianMLP
 
 
 def precision_weighted_merge(loc_hat: torch.Tensor, scale_hat: torch.Tensor,

@@ -26,14 +26,9 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 
-from ppl_dgm.models.common import check_lvae_dims
-from ppl_dgm.models.lvae_numpyro import (
-    PAPER_MIN_SCALE,
-    GaussianLayer,
-    kl_scale,
-    top_down_layers,
-)
-from ppl_dgm.nn.flax_blocks import network
+from ppl_dgm.infer.numpyro_site_scales import kl_scale
+from ppl_dgm.models.common import PAPER_MIN_SCALE, check_lvae_dims
+from ppl_dgm.nn.flax_blocks import GaussianLayer, network
 
 
 def precision_weighted_merge(loc_hat: jax.Array, scale_hat: jax.Array, loc_p: jax.Array,
@@ -74,9 +69,10 @@ class LadderGuide:
                     or list(shared.top_down_hidden) != list(hidden_dims[1:])):
                 raise ValueError("the shared model's layer sizes differ from the guide's")
             self.top_down = shared.top_down
-        else:
-            self.top_down = top_down_layers(z_dims, hidden_dims, activation, batch_norm,
-                                            min_scale)
+        else:  # the model's shape: p(z_{k+1} | z_{k+2}) with hidden_dims[k + 1] units
+            self.top_down = [GaussianLayer(z_dims[k], hidden_dims[k + 1], activation, batch_norm,
+                                           min_scale)
+                             for k in range(len(z_dims) - 1)]
 
     def top_down_networks(self) -> list[Any]:
         """The top-down networks registered in the running program (the model's names if shared)."""

@@ -63,34 +63,25 @@ warm-up, labelled and unlabelled batches of 100, gradient norm clipped at 5.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
 from torch import nn
 from torch.nn import functional as F
 
+from ppl_dgm.guides.cagem import CaGeMGuide
+from ppl_dgm.infer.site_scales import kl_scale, labelled_scale
 from ppl_dgm.models.common import CAGEM_DEFAULTS as DEFAULTS
 from ppl_dgm.models.common import PAPER_MIN_SCALE, cagem_labelled_weight
 from ppl_dgm.models.common import cagem_network_kwargs as network_kwargs
 from ppl_dgm.models.common import check_cagem_hparams as check_hparams
-from ppl_dgm.models.lvae import GaussianMLP, kl_scale
-from ppl_dgm.nn.torch_blocks import MLP
+from ppl_dgm.nn.torch_blocks import MLP, GaussianMLP
 from ppl_dgm.pair import Pair
 
 __all__ = ["DEFAULTS", "CaGeMModel", "build", "check_hparams", "labelled_scale", "network_kwargs"]
-
-
-def labelled_scale(weight: float, y: torch.Tensor | None) -> contextlib.AbstractContextManager:
-    """``poutine.scale(scale=weight)`` around the generative terms of a labelled call (``y`` given
-    and ``weight`` != 1: ``labelled_weighting="data_points"``), else nothing."""
-    if y is None or weight == 1.0:
-        return contextlib.nullcontext()
-    return poutine.scale(scale=weight)
 
 
 class CaGeMModel(nn.Module):
@@ -146,8 +137,6 @@ class CaGeMModel(nn.Module):
 def build(hparams: Mapping[str, Any], data: Any) -> Pair:
     """The CaGeM pair for ``data`` (``x_dim``, ``n_classes``, ``n_labelled``, ``n_unlabelled``);
     ``alpha`` from the hparams (the trainer adds it). Keys and defaults: :data:`DEFAULTS`."""
-    from ppl_dgm.guides.cagem import CaGeMGuide
-
     h = check_hparams(hparams, data)
     common = network_kwargs(h)
     weight = cagem_labelled_weight(h, data)

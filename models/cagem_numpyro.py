@@ -7,7 +7,7 @@ where the abstract is silent):
     p(y) p(z2) p(z1 | y, z2) p(x | z1)       (model)
     q(z1 | x) q(y | z1, x) q(z2 | z1, y)      (guide, ``guides/cagem_numpyro.py``)
 
-Networks (``flax_module`` sites): ``p_z1`` (:class:`~ppl_dgm.models.lvae_numpyro.GaussianLayer`,
+Networks (``flax_module`` sites): ``p_z1`` (:class:`~ppl_dgm.nn.flax_blocks.GaussianLayer`,
 inputs ``(z2, one-hot y)``), ``p_x`` (a ``LogitsMLP`` of z1), ``q_z1`` (a ``GaussianLayer`` of x),
 ``classifier`` (a ``LogitsMLP`` of ``(x, z1)``, or ``(z1,)``), ``q_z2`` (a ``GaussianLayer`` of
 ``(z1, one-hot y)``); with batch norm their running statistics are the ``$state`` sites. The
@@ -17,7 +17,6 @@ module never imports torch.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,25 +24,17 @@ import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
-from numpyro import handlers
 
+from ppl_dgm.guides.cagem_numpyro import CaGeMGuide
+from ppl_dgm.infer.numpyro_site_scales import kl_scale, labelled_scale
 from ppl_dgm.models.common import CAGEM_DEFAULTS as DEFAULTS
 from ppl_dgm.models.common import PAPER_MIN_SCALE, cagem_labelled_weight
 from ppl_dgm.models.common import cagem_network_kwargs as network_kwargs
 from ppl_dgm.models.common import check_cagem_hparams as check_hparams
-from ppl_dgm.models.lvae_numpyro import GaussianLayer, kl_scale
-from ppl_dgm.nn.flax_blocks import LogitsMLP, apply, network
+from ppl_dgm.nn.flax_blocks import GaussianLayer, LogitsMLP, apply, network
 from ppl_dgm.numpyro_pair import NumPyroPair
 
 __all__ = ["DEFAULTS", "CaGeMModel", "build", "labelled_scale"]
-
-
-def labelled_scale(weight: float, y: jax.Array | None) -> contextlib.AbstractContextManager:
-    """``handlers.scale(scale=weight)`` around the generative terms of a labelled call (``y`` given
-    and ``weight`` != 1: ``labelled_weighting="data_points"``, ``models/cagem.py``), else nothing."""
-    if y is None or weight == 1.0:
-        return contextlib.nullcontext()
-    return handlers.scale(scale=weight)
 
 
 class CaGeMModel:
@@ -97,8 +88,6 @@ class CaGeMModel:
 def build(hparams: Mapping[str, Any], data: Any) -> NumPyroPair:
     """The NumPyro CaGeM pair (keys and defaults as ``models/cagem.py``'s :func:`build`, plus
     ``num_particles``, which the NumPyro trainer adds and this pair ignores)."""
-    from ppl_dgm.guides.cagem_numpyro import CaGeMGuide
-
     h = check_hparams(hparams, data)
     common = network_kwargs(h)
     weight = cagem_labelled_weight(h, data)

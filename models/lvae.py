@@ -7,7 +7,9 @@
 
 The same model is trained with two guide families (``ppl_dgm.guides.hierarchical`` for the paper's
 "VAE" baseline and ``ppl_dgm.guides.ladder`` for the LVAE), so that inference can be compared on one
-model. :func:`build` assembles either pair from hyperparameters.
+model. :func:`build` assembles either pair from hyperparameters. Model and guides share the
+Gaussian connection :class:`~ppl_dgm.nn.torch_blocks.GaussianMLP` and the KL warm-up hook
+:func:`~ppl_dgm.infer.site_scales.kl_scale`.
 
 Choices taken from the paper (its MNIST model): any number of stochastic layers L with
 per-layer sizes (64-32-16-8-4); each connection a two-layer MLP whose width is the deterministic
@@ -24,16 +26,17 @@ generative p(z_k | z_{k+1}) connection k-1's width instead, ``hidden_dims[k - 1]
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
 from torch import nn
 
+from ppl_dgm.guides.hierarchical import HierarchicalGuide
+from ppl_dgm.guides.ladder import LadderGuide
+from ppl_dgm.infer.site_scales import kl_scale  # the annealed KL (warm-up) of each latent
 from ppl_dgm.models.common import (
     PAPER_MIN_SCALE,  # the paper's variance floor, as a scale floor
     check_lvae_dims,
@@ -41,54 +44,8 @@ from ppl_dgm.models.common import (
     lvae_layer_kwargs,
     lvae_top_down_widths,
 )
-from ppl_dgm.nn.torch_blocks import MLP, GaussianHead, MultiInputMLP
+from ppl_dgm.nn.torch_blocks import MLP, GaussianMLP
 from ppl_dgm.pair import Pair
-
-
-def kl_scale(beta: float) -> contextlib.AbstractContextManager:
-    """The annealed-KL hook: ``poutine.scale(scale=beta)`` around a latent site.
-
-    Warm-up starts at beta = 0, which ``poutine.scale`` rejects; there the latent log-densities get
-    weight zero through ``poutine.mask(mask=False)``, which is the same objective.
-    """
-    if beta == 1.0:
-        return contextlib.nullcontext()
-    if beta > 0:
-        return poutine.scale(scale=beta)
-    if beta == 0:
-        return poutine.mask(mask=False)
-    raise ValueError(f"beta must be >= 0 (got {beta})")
-
-
-class GaussianMLP(nn.Module):
-    """A Gaussian conditional ``N(loc(u), scale(u)^2)``: a two-layer MLP then a Gaussian head.
-
-    "Each connection is a two-layer MLP" (the paper); batch norm goes in both hidden layers and on
-    the mean and log-variance heads when ``batch_norm`` is set. Used for p(z_i | z_{i+1}), for the
-    plain guide's q(z_i | z_{i-1}) and for the ladder guide's own top-down path. The variance is
-    ``softplus(h) + min_scale**2`` as in the authors' code, except that theirs adds the 1e-5 only
-    inside the log-densities (their samples and the ladder's merge use softplus(h) alone); here the
-    floored variance is used everywhere. ``variance="exp"`` gives an unconstrained log-variance:
-    with exp, the plain 5-layer guide overflowed within two MNIST epochs.
-
-    ``in_dim`` may be a sequence of input sizes (CaGeM's p(z1 | y, z2), q(z2 | z1, y)): each input
-    gets its own linear projection and the projections are summed (:class:`MultiInputMLP`), so an
-    input that does not depend on an enumerated variable is projected once; call it as
-    ``layer(u1, u2)``. With one input the parameters are those of a plain MLP (``mlp.inputs.0``...).
-    """
-
-    def __init__(self, in_dim: int | Sequence[int], hidden: int | Sequence[int], out_dim: int,
-                 activation: str = "leaky_relu", batch_norm: bool = True,
-                 min_scale: float = PAPER_MIN_SCALE, n_hidden: int = 2,
-                 variance: str = "softplus") -> None:
-        super().__init__()
-        widths = [hidden] * n_hidden if isinstance(hidden, int) else list(hidden)
-        in_dims = [in_dim] if isinstance(in_dim, int) else list(in_dim)
-        self.mlp = MultiInputMLP(in_dims, widths, activation, batch_norm)
-        self.head = GaussianHead(self.mlp.out_dim, out_dim, batch_norm, min_scale, variance)
-
-    def forward(self, *u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.head(self.mlp(*u))
 
 
 class LVAEModel(nn.Module):
@@ -160,8 +117,6 @@ class LVAEModel(nn.Module):
         return torch.sigmoid(self.logits(self.decoder(z)))
 
 
-
-
 def build(hparams: Mapping[str, Any], data: Any) -> Pair:
     """The LVAE model and the guide ``hparams["guide"]`` (``"ladder"`` or ``"hierarchical"``).
 
@@ -174,9 +129,6 @@ def build(hparams: Mapping[str, Any], data: Any) -> Pair:
     generative top-down networks as wide as the level below, the authors' LVAE script; see
     ``LVAE_DEFAULTS``). ``data`` needs ``x_dim``.
     """
-    from ppl_dgm.guides.hierarchical import HierarchicalGuide
-    from ppl_dgm.guides.ladder import LadderGuide
-
     h = check_lvae_hparams(hparams)
     z_dims, hidden_dims, common = h["z_dims"], h["hidden_dims"], lvae_layer_kwargs(h)
     p = LVAEModel(int(data.x_dim), z_dims, hidden_dims, **common,

@@ -12,15 +12,16 @@ Two guides: the plain bottom-up one (``ppl_dgm.guides.hierarchical_numpyro``, th
 and the ladder guide (``ppl_dgm.guides.ladder_numpyro``); :func:`build` assembles either pair.
 
 Networks (flax modules registered with ``flax_module``): ``top_down_{k}`` is p(z_{k+1} | z_{k+2})
-(k = 0..L-2), a :class:`GaussianLayer` (two hidden layers of ``hidden_dims[k + 1]`` units, batch
-norm in them and on the mean/variance heads, variance ``softplus(h) + min_scale**2``); ``p_x`` is
-p(x | z_1), two hidden layers of ``hidden_dims[0]`` units and the logits (no batch norm on them).
-KL warm-up: every latent site's log-density is scaled by ``beta`` (:func:`kl_scale`).
+(k = 0..L-2), a :class:`~ppl_dgm.nn.flax_blocks.GaussianLayer` (two hidden layers of
+``hidden_dims[k + 1]`` units, batch norm in them and on the mean/variance heads, variance
+``softplus(h) + min_scale**2``); ``p_x`` is p(x | z_1), two hidden layers of ``hidden_dims[0]``
+units and the logits (no batch norm on them).
+KL warm-up: every latent site's log-density is scaled by ``beta``
+(:func:`~ppl_dgm.infer.numpyro_site_scales.kl_scale`).
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,9 +29,10 @@ import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
-from flax import linen as nn
-from numpyro import handlers
 
+from ppl_dgm.guides.hierarchical_numpyro import HierarchicalGuide
+from ppl_dgm.guides.ladder_numpyro import LadderGuide
+from ppl_dgm.infer.numpyro_site_scales import kl_scale  # the annealed KL (warm-up) of each latent
 from ppl_dgm.models.common import (
     PAPER_MIN_SCALE,  # the paper's variance floor, as a scale floor
     check_lvae_dims,
@@ -38,61 +40,15 @@ from ppl_dgm.models.common import (
     lvae_layer_kwargs,
     lvae_top_down_widths,
 )
-from ppl_dgm.nn.flax_blocks import GaussianHead, LogitsMLP, MultiInputMLP, apply, network
+from ppl_dgm.nn.flax_blocks import GaussianLayer, LogitsMLP, apply, network
 from ppl_dgm.numpyro_pair import NumPyroPair
-
-
-def kl_scale(beta: float | jax.Array) -> contextlib.AbstractContextManager:
-    """The annealed-KL hook: ``handlers.scale(scale=beta)`` around a latent site.
-
-    ``handlers.scale`` refuses a concrete beta of 0 (warm-up starts there; under ``jit`` beta is a
-    tracer and passes): a Python 0 masks the site instead, which is the same objective. A Python 1
-    adds no handler (so the sites carry no scale at evaluation).
-    """
-    if isinstance(beta, (int, float)):
-        if beta == 1:
-            return contextlib.nullcontext()
-        if beta == 0:
-            return handlers.mask(mask=False)
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0 (got {beta})")
-    return handlers.scale(scale=beta)
-
-
-class GaussianLayer(nn.Module):
-    """A Gaussian conditional: a two-layer MLP (submodule ``mlp``) then a Gaussian head (``head``).
-
-    Returns ``(h, loc, scale)``: ``h`` is the MLP's last hidden layer (the ladder guide's
-    deterministic d_{k+1}), ``(loc, scale)`` the head's Gaussian. The twin of
-    ``models/lvae.py``'s ``GaussianMLP`` (``mlp.input_0, mlp.bn_0, mlp.dense_1, mlp.bn_1`` are the
-    torch ``mlp.inputs[0], mlp.first[0], mlp.rest[0], mlp.rest[1]``; ``head.loc, head.logvar,
-    head.loc_bn, head.logvar_bn`` the torch head's).
-    """
-
-    out_dim: int
-    hidden: int
-    act: str = "leaky_relu"
-    batch_norm: bool = True
-    min_scale: float = PAPER_MIN_SCALE
-    n_hidden: int = 2
-    variance: str = "softplus"
-
-    @nn.compact
-    def __call__(self, *u: jax.Array,
-                 train: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
-        # several inputs (CaGeM's p(z1 | y, z2)): one projection each, summed (``mlp.input_i``)
-        h = MultiInputMLP((self.hidden,) * self.n_hidden, self.act, self.batch_norm,
-                          name="mlp")(*u, train=train)
-        loc, scale = GaussianHead(self.out_dim, self.batch_norm, self.min_scale, self.variance,
-                                  name="head")(h, train=train)
-        return h, loc, scale
 
 
 def top_down_layers(z_dims: Sequence[int], hidden_dims: Sequence[int], activation: str,
                     batch_norm: bool, min_scale: float,
                     widths: Sequence[int] | None = None) -> list[GaussianLayer]:
-    """The networks of p(z_{k+1} | z_{k+2}), k = 0..L-2 (also the ladder guide's own top-down),
-    with ``widths[k]`` hidden units (default ``hidden_dims[k + 1]``)."""
+    """The networks of p(z_{k+1} | z_{k+2}), k = 0..L-2, with ``widths[k]`` hidden units (default
+    ``hidden_dims[k + 1]``)."""
     widths = list(hidden_dims[1:] if widths is None else widths)
     if len(widths) != len(z_dims) - 1:
         raise ValueError(f"need {len(z_dims) - 1} top-down widths, got {widths}")
@@ -169,9 +125,6 @@ def build(hparams: Mapping[str, Any], data: Any) -> NumPyroPair:
     ``num_particles``, which the NumPyro trainer adds and this pair ignores (the trainer's ELBO
     draws the particles). ``data`` needs ``x_dim``.
     """
-    from ppl_dgm.guides.hierarchical_numpyro import HierarchicalGuide
-    from ppl_dgm.guides.ladder_numpyro import LadderGuide
-
     h = check_lvae_hparams(hparams)
     z_dims, hidden_dims, common = h["z_dims"], h["hidden_dims"], lvae_layer_kwargs(h)
     p = LVAEModel(int(data.x_dim), z_dims, hidden_dims, **common,

@@ -4,126 +4,164 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import numbers
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ppl_dgm.errors import UserError
+from ppl_dgm.infer import objective_names
+from ppl_dgm.options import Option, _is_int, _is_real, check, check_value, option, table
 from ppl_dgm.registry import ModelSpec
 
 ELBOS = ("trace_enum", "trace", "trace_graph", "trace_meanfield", "renyi", "rws")
+CLIP_ORDERS = ("value_then_norm", "norm_then_value")
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 @dataclass
 class TrainConfig:
     """Everything a training run depends on (written to ``RUN_DIR/config.json``).
 
-    ``preset`` names the :mod:`ppl_dgm.presets` entry (an authors' script) whose settings replaced
-    the registered defaults before the user's own options (``None``: the registered recipe).
-    ``labels`` is the number of labelled training points (balanced across classes; ``None`` = all).
-    ``alpha`` weighs the classification term; ``None`` means the papers' 0.1 * N / N_labelled.
-    ``lr_decay`` multiplies the learning rate every ``lr_decay_every`` epochs, not below ``min_lr``.
-    ``free_bits`` > 0 (unsupervised models) holds each latent site's KL at or above that many nats
-    (Kingma et al. 2016; ``ppl_dgm.infer.free_bits``), an option beside warm-up.
-    ``adam_eps`` is Adam's epsilon, added to the square root of the bias-corrected second moment
-    by both backends' Adam (torch, optax); the LVAE authors' Lasagne Adam used 1e-4 (added before
-    the bias correction, ``ppl_dgm.presets``' ``authors``).
-    ``weight_prior_std`` > 0 puts the prior N(0, std^2) on every weight matrix (parameters with two
-    or more dimensions; not biases or batch-norm parameters), as the ADGM/SDGM authors' code does
-    with std 1: the objective per data point gains -log p(theta) / N (N: the training points), whose
-    gradient theta / (std^2 N) is added before clipping. The recorded loss is the negative ELBO
-    without it. 0 (default): no prior (maximum likelihood in theta).
-    ``scan_steps`` > 1 (NumPyro backend): that many optimiser steps run as one compiled program
-    (``lax.scan`` over the steps' batches; the same updates as one step at a time, and a stop
-    signal is answered between chunks); 0 or 1: one compiled step at a time.
-    ``finite_check`` says when the trainer reads the steps' losses and gradient norms to stop a
-    diverging run: ``"step"`` (Pyro: before every update, one host synchronisation per step; a
-    non-finite step is never applied and the error names the loss terms, sample sites and
-    gradients that failed), ``"epoch"`` (no synchronisation per step: the values stay on the device
-    and are read at the end of the epoch and before a mid-epoch checkpoint; the error names the
-    first non-finite step and the parameters; the NumPyro backend always works so) or ``"auto"``
-    (default: ``"step"`` for Pyro on a CPU, where a read waits for no device; ``"epoch"`` on a GPU
-    and for NumPyro). Either way no checkpoint holds a non-finite value.
-    ``max_minutes`` ends training after the first epoch at which that much training time has been
-    spent (equal-budget comparisons); the run is then evaluated as usual. ``budget_clock`` says which
-    time: ``"wall"`` (elapsed seconds of the epochs' steps) or ``"cpu"`` (the process's CPU seconds
-    over the same steps: equal budgets stay equal when other jobs share the cores). Both are recorded
-    per epoch (``seconds``, ``cpu_seconds``).
-    ``clip_value`` clips every gradient element to [-clip_value, clip_value] and ``clip_norm`` the
-    global gradient norm, in the order ``clip_order``: ``"value_then_norm"`` (element-wise first, the
-    RNN-SPN authors' Lasagne code) or ``"norm_then_value"`` (global norm first, then element-wise:
-    the ADGM/SDGM authors' code, global norm 5 then [-1, 1]).
-    ``elbo`` is the objective (``ppl_dgm.infer.objective_names``; ``iwae:K``, ``renyi:ALPHA:K`` and
-    ``rws:K`` are expanded into ``elbo``, ``renyi_alpha`` and ``num_particles``); ``renyi_alpha`` is
-    the order of ``--elbo renyi`` (0: the importance-weighted bound).
-    ``validate`` turns on Pyro's argument and shape checks (slower; useful while writing a new pair).
-    ``validation_size``: training points held out for model selection (default: the last 10,000
-    for MNIST-sized sets, else 10%). ``steps_per_epoch`` caps the steps of an epoch (quick runs).
-    ``eval_every``: evaluate (validation and test figures, the diagnostics of an auxiliary a) at
-    the end of the epoch in which the step count reaches each multiple of that many optimiser steps,
-    and at the last epoch; ``None`` (default): after every epoch. Every record carries ``step``, and
-    an evaluated one its ``eval_seconds`` (kept out of the training time and the budget).
-    ``init_from``: a run directory whose checkpoint (written between two epochs) this new run
-    starts from, a branch (NumPyro backend): its parameters, batch-norm statistics, epoch and step
-    counts and the position of its batch sequence; the optimiser starts afresh (Adam's moments and
-    the schedule's count at zero), and so does the history (its records continue the step count).
-    The source must have the same model, data set, labels, seed and validation split; everything
-    else (objective weights, particles, frozen networks, ...) may differ. ``epochs`` still counts
-    from the start of the source run.
-    ``threads``: CPU threads of torch / XLA (``ppl_dgm.threads``; 0: every core; ``None``: leave the
-    process as it is). The CLI sets it to ``--threads`` (default ``$OMP_NUM_THREADS``, else 1).
+    Each field is an option of :data:`OPTIONS` (:mod:`ppl_dgm.options`): its default, domain,
+    meaning and whether a resumed run may change it are written once, here, and read by
+    :func:`ppl_dgm.train`, ``ppl-dgm train`` and its ``--help``, ``ppl-dgm models NAME``, the resume
+    check and the documentation. ``model`` (a registered name or a pair's reference) has no default.
+    ``source`` says where a pair from outside the library came from (:mod:`ppl_dgm.user_pairs`;
+    ``None``: a registered name). A field with a kind (:class:`~ppl_dgm.options.Option`) out of its
+    domain raises :class:`~ppl_dgm.errors.UserError` naming it.
     """
 
     model: str
-    preset: str | None = None
-    dataset: str = "digits"
-    data_dir: str | None = None
-    backend: str = "pyro"
-    labels: int | None = 100
-    epochs: int = 10
-    batch_size: int = 100
-    labelled_batch_size: int = 100
-    seed: int = 0
-    warmup_epochs: float = 0.0
-    device: str = "auto"
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    # Adam's epsilon (torch and optax add it to sqrt(v_hat), after v's bias correction)
-    adam_eps: float = 1e-8
-    # torch.optim.RMSprop's alpha and eps (eps is added outside the square root)
-    rmsprop_alpha: float = 0.99
-    rmsprop_eps: float = 1e-8
-    lr_decay: float = 1.0
-    lr_decay_every: int = 0
-    min_lr: float = 0.0
-    clip_norm: float | None = None
-    clip_value: float | None = None
-    clip_order: str = "value_then_norm"
-    alpha: float | None = None
-    num_particles: int = 1
-    elbo: str = "trace_enum"
-    renyi_alpha: float = 0.0
-    validation_size: int | None = None
-    include_labelled_in_unlabelled: bool = True
-    steps_per_epoch: int | None = None
-    eval_batch_size: int = 1000
-    classify_samples: int = 1
-    eval_every: int | None = None
-    validate: bool = False
-    free_bits: float = 0.0
-    weight_prior_std: float = 0.0
-    scan_steps: int = 0
-    finite_check: str = "auto"
-    max_minutes: float | None = None
-    budget_clock: str = "wall"
-    threads: int | None = None
-    init_from: str | None = None
-    dataset_options: dict[str, Any] = field(default_factory=dict)
-    hparams: dict[str, Any] = field(default_factory=dict)
-    # where a pair from outside the library came from (ppl_dgm.user_pairs); None: a registered name
+    preset: str | None = option(
+        None, "an authors' script to follow setting by setting ('ppl-dgm models MODEL --preset "
+        "NAME' lists what it sets and what still differs; the other options override it) "
+        "(default: none, the registered recipe)", kind="str", nullable=True, flag="--preset")
+    dataset: str = option(
+        "digits", "digits, mnist, mnist-sequence, svhn, norb, omniglot, or a path to an .npz",
+        flag="--dataset")
+    data_dir: str | None = option(
+        None, "folder holding the data files such as mnist.npz (unset: $PPL_DGM_DATA, then the "
+        "user cache)", kind="str", nullable=True, flag="--data-dir")
+    backend: str = option(
+        "pyro", "pyro or numpyro (default: the pair's own; pyro for registered names)",
+        choices=("pyro", "numpyro"), flag="--backend")
+    labels: int | None = option(
+        100, "number of labelled training points, balanced over the classes; 0 trains a label "
+        "model (e.g. cagem) fully unsupervised; None: every point labelled", kind="int", low=0,
+        nullable=True, flag="--labels",
+        fix="use a positive multiple of the number of classes, or 0 (fully unsupervised)")
+    epochs: int = option(10, "passes over the (unlabelled) training set", low=1, resumable=True,
+                         flag="--epochs")
+    batch_size: int = option(100, "unlabelled (or plain) batch size", low=1, flag="--batch-size")
+    labelled_batch_size: int = option(100, "labelled points per step (semi-supervised)", low=1,
+                                      flag="--labelled-batch-size")
+    seed: int = option(0, "seeds the split, the batches and the parameters", low=0, high=2**32,
+                       high_open=True, flag="--seed")
+    warmup_epochs: float = option(0.0, "epochs of linear KL warm-up from 0 to 1", low=0,
+                                  flag="--warmup-epochs")
+    device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N", resumable=True,
+                         flag="--device")
+    optimizer: str = option("adam", "adam or rmsprop", choices=("adam", "rmsprop"),
+                            flag="--optimizer")
+    lr: float = option(1e-3, "learning rate", low=0, low_open=True, flag="--lr")
+    adam_betas: tuple[float, float] = option((0.9, 0.999), "Adam's beta1 and beta2", kind="pair",
+                                             low=0, high=1)
+    adam_eps: float = option(
+        1e-8, "Adam's epsilon, added to the square root of the bias-corrected second moment by "
+        "torch and optax (the LVAE authors' Lasagne Adam: 1e-4, added before the bias "
+        "correction)", low=0, low_open=True, flag="--adam-eps")
+    rmsprop_alpha: float = option(0.99, "torch.optim.RMSprop's alpha", low=0, high=1,
+                                  high_open=True)
+    rmsprop_eps: float = option(1e-8, "torch.optim.RMSprop's eps (added outside the square root)",
+                                low=0, low_open=True)
+    lr_decay: float = option(
+        1.0, "factor applied to the learning rate every lr_decay_every epochs", low=0,
+        low_open=True, high=1, flag="--lr-decay",
+        fix="a decay factor lies in (0, 1]; 1 keeps the learning rate constant")
+    lr_decay_every: int = option(0, "epochs between learning-rate decays (0: never)", low=0,
+                                 flag="--lr-decay-every")
+    min_lr: float = option(0.0, "floor of the decayed learning rate (<= lr)", low=0,
+                           flag="--min-lr")
+    clip_norm: float | None = option(
+        None, "global gradient-norm clipping (0 or unset: none)", kind="float", low=0,
+        nullable=True, flag="--clip-norm",
+        fix="use a positive --clip-norm, or 0 to turn clipping off")
+    clip_value: float | None = option(
+        None, "element-wise gradient clipping to [-v, v], in the order clip_order (0 or unset: "
+        "none)", kind="float", low=0, nullable=True, flag="--clip-value",
+        fix="use a positive --clip-value, or 0 to turn clipping off")
+    clip_order: str = option(
+        "value_then_norm", "order of clip_value and clip_norm: value_then_norm (the RNN-SPN "
+        "authors' Lasagne code) or norm_then_value (global norm first, then element-wise: the "
+        "ADGM/SDGM authors' code)", choices=CLIP_ORDERS, flag="--clip-order")
+    alpha: float | None = option(
+        None, "classification weight (unset: the papers' 0.1 * N / N_labelled)", kind="float",
+        low=0, nullable=True, flag="--alpha")
+    num_particles: int = option(1, "Monte Carlo samples per step (vectorised)", low=1,
+                                flag="--num-particles")
+    elbo: str = option("trace_enum", objective_names.HELP, flag="--elbo", metavar="OBJECTIVE")
+    renyi_alpha: float = option(
+        0.0, "order alpha of elbo renyi: >= 0, not 1 (default 0: the importance-weighted bound)",
+        low=0, flag="--renyi-alpha")
+    validation_size: int | None = option(
+        None, "training points held out for model selection (unset: the last 10,000 for "
+        "MNIST-sized sets, else 10%)", kind="int", low=0, nullable=True,
+        flag="--validation-size")
+    include_labelled_in_unlabelled: bool = option(
+        True, "the labelled points are part of the unlabelled set too ('train "
+        "--no-include-labelled' keeps them out)", flag="--no-include-labelled")
+    steps_per_epoch: int | None = option(
+        None, "cap on the optimiser steps of an epoch (unset: a full pass)", kind="int", low=1,
+        nullable=True, flag="--steps-per-epoch", fix="omit --steps-per-epoch for full epochs")
+    eval_batch_size: int = option(1000, "points per evaluation batch (lower it when memory is "
+                                  "short)", low=1, resumable=True, flag="--eval-batch-size")
+    classify_samples: int = option(1, "samples averaged by the classifier at evaluation", low=1,
+                                   flag="--classify-samples")
+    eval_every: int | None = option(
+        None, "evaluate (validation and test figures, the diagnostics of an auxiliary a) at the "
+        "epoch end that reaches each multiple of this many optimiser steps, and at the last "
+        "epoch; evaluation time is kept out of the training time (unset: every epoch)",
+        kind="int", low=1, nullable=True, resumable=True, flag="--eval-every")
+    validate: bool = option(
+        False, "Pyro's argument and shape checks (slower; for writing new pairs)",
+        resumable=True, flag="--validate",
+        note="Pyro's argument and shape checks, not held-out validation: that is "
+             "validation_size")
+    free_bits: float = option(0.0, "free bits per latent site (unsupervised models; Kingma et "
+                              "al. 2016)", low=0, flag="--free-bits")
+    weight_prior_std: float = option(
+        0.0, "std of a N(0, std^2) prior on every weight matrix, scaled by 1/N as the ADGM/SDGM "
+        "authors (0: none); its gradient is added before clipping, the recorded loss leaves it "
+        "out", low=0, flag="--weight-prior-std")
+    scan_steps: int = option(
+        0, "NumPyro: optimiser steps compiled together with lax.scan, the same updates as one "
+        "at a time (0 or 1: one step at a time)", low=0, flag="--scan-steps")
+    finite_check: str = option(
+        "auto", "when the losses and gradient norms are read to stop a diverging run: every "
+        "step (Pyro; a bad step is never applied), or once per epoch (no per-step "
+        "synchronisation); auto: step for Pyro on a CPU, else epoch",
+        choices=("auto", "step", "epoch"), resumable=True, flag="--finite-check")
+    max_minutes: float | None = option(
+        None, "stop after the epoch that passes this much training time (unset: no budget)",
+        kind="float", low=0, low_open=True, nullable=True, resumable=True,
+        flag="--max-minutes")
+    budget_clock: str = option(
+        "wall", "the clock of max_minutes: wall time, or the process's CPU time (fair budgets "
+        "on a shared machine)", choices=("wall", "cpu"), resumable=True, flag="--budget-clock")
+    threads: int | None = option(
+        None, "CPU threads of torch and XLA (0: every core; unset: the process as it is; the "
+        "command line's default is $OMP_NUM_THREADS, else 1)", kind="int", low=0, nullable=True,
+        resumable=True, flag="--threads")
+    init_from: str | None = option(
+        None, "branch: start from the parameters, batch-norm statistics and step of this run "
+        "directory's checkpoint (NumPyro; same model, data, labels and seed; a fresh optimiser; "
+        "epochs count from that run's start) (default: none)", kind="str", nullable=True,
+        flag="--init-from", metavar="RUN_DIR")
+    dataset_options: dict[str, Any] = option({}, "options of the data set, e.g. n_digits=2 for "
+                                             "mnist-sequence ('train --data-option KEY=VALUE')",
+                                             kind="mapping")
+    hparams: dict[str, Any] = option({}, "network hyperparameters over the pair's own ('train "
+                                     "--set KEY=VALUE')", kind="mapping")
     source: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -155,6 +193,18 @@ class TrainConfig:
         return cls(**d)
 
 
+#: The table of training options (:mod:`ppl_dgm.options`), in the order of TrainConfig's fields.
+OPTIONS: dict[str, Option] = table(TrainConfig)
+#: The options a resumed run may change.
+RESUMABLE: tuple[str, ...] = tuple(name for name, opt in OPTIONS.items() if opt.resumable)
+
+
+def defaults() -> dict[str, Any]:
+    """Every option's default (a fresh copy of mutable ones)."""
+    return {name: (dict(opt.default) if isinstance(opt.default, dict) else opt.default)
+            for name, opt in OPTIONS.items()}
+
+
 def resolve(spec: ModelSpec, overrides: dict[str, Any],
             hparam_overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Merge the defaults, the spec's training defaults (replaced by those of the preset
@@ -184,117 +234,19 @@ def parse_value(text: str) -> Any:
         return text
 
 
-# ------------------------------------------------------------------------------------- domains
-# field -> (kind, lower bound, lower bound inclusive?, upper bound, upper inclusive?, None allowed?)
-# kinds: "int", "float" (any real), "str", "bool". The option's flag is the field with dashes.
-_DOMAINS: dict[str, tuple[str, float | None, bool, float | None, bool, bool]] = {
-    "labels": ("int", 0, True, None, False, True),  # 0: a label model trained unsupervised
-    "epochs": ("int", 1, True, None, False, False),
-    "batch_size": ("int", 1, True, None, False, False),
-    "labelled_batch_size": ("int", 1, True, None, False, False),
-    "seed": ("int", 0, True, 2**32, False, False),
-    "warmup_epochs": ("float", 0, True, None, False, False),
-    "lr": ("float", 0, False, None, False, False),
-    "rmsprop_alpha": ("float", 0, True, 1, False, False),
-    "rmsprop_eps": ("float", 0, False, None, False, False),
-    "adam_eps": ("float", 0, False, None, False, False),
-    "lr_decay": ("float", 0, False, 1, True, False),
-    "lr_decay_every": ("int", 0, True, None, False, False),
-    "min_lr": ("float", 0, True, None, False, False),
-    "clip_norm": ("float", 0, True, None, False, True),
-    "clip_value": ("float", 0, True, None, False, True),
-    "alpha": ("float", 0, True, None, False, True),
-    "num_particles": ("int", 1, True, None, False, False),
-    "validation_size": ("int", 0, True, None, False, True),
-    "steps_per_epoch": ("int", 1, True, None, False, True),
-    "eval_batch_size": ("int", 1, True, None, False, False),
-    "classify_samples": ("int", 1, True, None, False, False),
-    "eval_every": ("int", 1, True, None, False, True),
-    "free_bits": ("float", 0, True, None, False, False),
-    "weight_prior_std": ("float", 0, True, None, False, False),
-    "scan_steps": ("int", 0, True, None, False, False),
-    "max_minutes": ("float", 0, False, None, False, True),
-    "threads": ("int", 0, True, None, False, True),
-}
-CLIP_ORDERS = ("value_then_norm", "norm_then_value")
-_CHOICES = {"elbo": ELBOS, "optimizer": ("adam", "rmsprop"), "backend": ("pyro", "numpyro"),
-            "clip_order": CLIP_ORDERS, "budget_clock": ("wall", "cpu"),
-            "finite_check": ("auto", "step", "epoch")}
-_FIXES = {
-    "steps_per_epoch": "omit --steps-per-epoch for full epochs",
-    "clip_norm": "use a positive --clip-norm, or 0 to turn clipping off",
-    "clip_value": "use a positive --clip-value, or 0 to turn clipping off",
-    "labels": "use a positive multiple of the number of classes, or 0 (fully unsupervised)",
-    "lr_decay": "a decay factor lies in (0, 1]; 1 keeps the learning rate constant",
-}
-DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def check_value(name: str, value: Any, kind: str, low: float | None = None, low_inclusive: bool = True,
-                high: float | None = None, high_inclusive: bool = False, optional: bool = False,
-                where: str | None = None, fix: str | None = None) -> None:
-    """Raise :class:`UserError` unless ``value`` is of ``kind`` and lies in its bounds."""
-    where = where or _flag(name)
-    if value is None:
-        if optional:
-            return
-        raise UserError(f"{where} needs a value", fix)
-    if kind == "int" and not _is_int(value):
-        raise UserError(f"{where} must be an integer (got {value!r})", fix)
-    if kind == "float" and not (_is_real(value) and math.isfinite(value)):
-        raise UserError(f"{where} must be a finite number (got {value!r})", fix)
-    if kind in ("int", "float"):
-        if low is not None and (value < low or (value == low and not low_inclusive)):
-            relation = ">=" if low_inclusive else ">"
-            raise UserError(f"{where} must be {relation} {low:g} (got {value!r})", fix)
-        if high is not None and (value > high or (value == high and not high_inclusive)):
-            relation = "<=" if high_inclusive else "<"
-            raise UserError(f"{where} must be {relation} {high:g} (got {value!r})", fix)
-    if kind == "str" and not isinstance(value, str):
-        raise UserError(f"{where} must be a string (got {value!r})", fix)
-    if kind == "bool" and not isinstance(value, bool):
-        raise UserError(f"{where} must be true or false (got {value!r})", fix)
-
-
 def check_fields(config: TrainConfig) -> None:
-    """Each field of ``config`` against its domain (types and bounds); raises :class:`UserError`."""
-    for name in ("model", "dataset", "device"):
-        check_value(name, getattr(config, name), "str")
-    if config.data_dir is not None:
-        check_value("data_dir", config.data_dir, "str")
+    """Each field of ``config`` against its option's domain (:data:`OPTIONS`); raises
+    :class:`UserError` naming the option."""
+    check_value("model", config.model, "str")
+    for name, opt in OPTIONS.items():
+        check(opt, getattr(config, name))
     if not DEVICE_PATTERN.fullmatch(config.device):
         raise UserError(f"unknown device {config.device!r}", "use auto, cpu, cuda or cuda:N")
-    for name, choices in _CHOICES.items():
-        if getattr(config, name) not in choices:
-            raise UserError(f"unknown {_flag(name)} {getattr(config, name)!r}",
-                            f"choose from {list(choices)}")
-    for name, (kind, low, low_inc, high, high_inc, optional) in _DOMAINS.items():
-        check_value(name, getattr(config, name), kind, low, low_inc, high, high_inc, optional,
-                    fix=_FIXES.get(name))
+    if config.elbo not in ELBOS:
+        raise UserError(f"unknown --elbo {config.elbo!r}", f"choose from {list(ELBOS)}")
     if config.min_lr > config.lr:
         raise UserError(f"--min-lr {config.min_lr:g} exceeds --lr {config.lr:g}",
                         "the floor of the decayed learning rate must not exceed --lr")
-    betas = config.adam_betas
-    if (not isinstance(betas, list | tuple) or len(betas) != 2
-            or not all(_is_real(b) and 0 <= b < 1 for b in betas)):
-        raise UserError(f"adam_betas must be two numbers in [0, 1) (got {betas!r})")
-    for name in ("include_labelled_in_unlabelled", "validate"):
-        check_value(name, getattr(config, name), "bool")
-    for name in ("dataset_options", "hparams"):
-        if not isinstance(getattr(config, name), dict):
-            raise UserError(f"{name} must be a mapping (got {getattr(config, name)!r})")
     from ppl_dgm.data import check_dataset_options
 
     check_dataset_options(config.dataset, config.dataset_options)

@@ -16,7 +16,7 @@ with a one-line error when it is gone and warn when the file changed.
 ---------
 ``build(hparams: dict, data: DataInfo) -> Pair`` (Pyro) or ``-> NumPyroPair`` (NumPyro). ``hparams``
 are the declared defaults merged with ``--set KEY=VALUE`` (plus ``alpha`` for semi-supervised
-pairs, ``num_particles`` for NumPyro ones); ``data`` (:class:`ppl_dgm.train.common.DataInfo`) gives
+pairs, ``num_particles`` for NumPyro ones); ``data`` (:class:`ppl_dgm.training.common.DataInfo`) gives
 ``x_dim``, ``image_shape``, ``n_classes``, ``n_train``, ``n_labelled``, ``n_unlabelled``. The task
 and the defaults are declared on the function::
 

@@ -40,9 +40,9 @@ def run_backend(run_dir: str | Path) -> str:
 
 
 def _load_numpyro_run(run_dir: Path, device: str) -> Any:
-    """``ppl_dgm.train.numpyro_loop.load_run``, with a clear error when JAX is not installed."""
+    """``ppl_dgm.training.numpyro_loop.load_run``, with a clear error when JAX is not installed."""
     try:
-        from ppl_dgm.train.numpyro_loop import load_run
+        from ppl_dgm.training.numpyro_loop import load_run
     except ImportError as err:
         raise RuntimeError(f"{run_dir} was trained with the NumPyro backend, which needs the jax "
                            f"extra (pip install -e '.[jax]'): {err}") from err
@@ -217,23 +217,6 @@ def evaluate_run(run_dir: str | Path, iw_samples: int = 5000, chunk_size: int = 
         return write_evaluation(run_dir, record, device_name)
 
 
-def clustering(trainer: Any, predictions: Any, labels: Any = None) -> dict[str, Any]:
-    """For a label model trained without labels (``--labels 0``), the clustering accuracy of its
-    predictions under the best cluster-to-class assignment, and the cluster sizes; else {}.
-    ``labels``: the true classes of the predicted points (default: the test set's)."""
-    if not (trainer.spec.task == "semi-supervised" and trainer.task == "unsupervised"):
-        return {}
-    from ppl_dgm.infer.clustering import clustering_record
-
-    def host(a: Any) -> np.ndarray:
-        return a.cpu().numpy() if hasattr(a, "cpu") else np.asarray(a)
-
-    model = trainer.pair.p if hasattr(trainer.pair, "p") else trainer.pair.model
-    n_clusters = getattr(model, "n_classes", trainer.info.n_classes)
-    labels = trainer.y_test if labels is None else labels
-    return clustering_record(host(predictions), host(labels), n_clusters, trainer.info.n_classes)
-
-
 def no_batch_norm_error(run_dir: Path) -> UserError:
     """A run without batch norm evaluated with ``--bn-stats train``: one line naming the run."""
     from ppl_dgm.infer.batch_norm_stats import no_batch_norm
@@ -263,7 +246,7 @@ def _evaluate_pyro(run_dir: Path, *, iw_samples: int, chunk_size: int, subset: i
     import pyro
 
     from ppl_dgm.infer.importance import log_likelihood
-    from ppl_dgm.train.loop import load_run
+    from ppl_dgm.training.loop import load_run
 
     trainer = load_run(run_dir, device)
     if classify_samples is not None:
@@ -287,7 +270,7 @@ def _evaluate_pyro(run_dir: Path, *, iw_samples: int, chunk_size: int, subset: i
         if trainer.info.sequence_length > 1:
             record["test_sequence_error"] = trainer.sequence_error(trainer.x_test, trainer.y_test)
     if trainer.spec.task == "semi-supervised" and not trainer.classifies:  # --labels 0
-        record.update(clustering(trainer, trainer.predictions(trainer.x_test)))
+        record.update(trainer.clustering(trainer.predictions(trainer.x_test)))
     if trainer.task != "supervised" and iw_samples > 0:
         x = trainer.x_test_binary if subset is None else trainer.x_test_binary[:subset]
 
@@ -309,7 +292,7 @@ def _evaluate_numpyro(run_dir: Path, *, iw_samples: int, chunk_size: int, subset
     import jax
 
     from ppl_dgm.infer.numpyro_importance import log_likelihood
-    from ppl_dgm.train.numpyro_loop import device_name
+    from ppl_dgm.training.numpyro_loop import device_name
 
     if classify_samples is not None:  # ADGM/SDGM average over draws of a (M2: deterministic)
         trainer.config.classify_samples = classify_samples
@@ -337,7 +320,7 @@ def _evaluate_numpyro(run_dir: Path, *, iw_samples: int, chunk_size: int, subset
         if trainer.task == "supervised" and trainer.info.sequence_length > 1:
             record["test_sequence_error"] = trainer.sequence_error(trainer.x_test, trainer.y_test)
     if trainer.spec.task == "semi-supervised" and not trainer.classifies:  # --labels 0
-        record.update(clustering(trainer, trainer.predictions(trainer.x_test)))
+        record.update(trainer.clustering(trainer.predictions(trainer.x_test)))
     if trainer.task != "supervised" and iw_samples > 0:
         x = trainer.x_test_binary if subset is None else trainer.x_test_binary[:subset]
         x_host = np.asarray(x, dtype=np.float32)
@@ -372,7 +355,7 @@ class SampleSet:
 def _pyro_samples(run_dir: Path, per_class: int, device: str, seed: int) -> SampleSet:
     import torch
 
-    from ppl_dgm.train.loop import load_run
+    from ppl_dgm.training.loop import load_run
 
     trainer = load_run(run_dir, device)
     torch.manual_seed(seed)

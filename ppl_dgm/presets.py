@@ -179,18 +179,10 @@ def apply(spec: Any, name: str | None) -> Any:
                                train={**spec.train, **preset.train})
 
 
-def _training_default(key: str) -> Any:
-    from ppl_dgm.config import TrainConfig
-
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    field_ = fields.get(key)
-    return None if field_ is None else field_.default
-
-
-def describe(preset: Preset, spec: Any) -> list[str]:
+def describe(preset: Preset, spec: Any, train_defaults: dict[str, Any]) -> list[str]:
     """The lines ``ppl-dgm models NAME --preset P`` prints: what the preset changes (registered
     value -> preset), what it keeps as registered, and the differences from the script that
-    remain."""
+    remain. ``train_defaults``: the training options' defaults where the pair sets none."""
     lines = [f"preset {preset.name!r} of {spec.name}: {preset.description}",
              f"  follows: {preset.source}", "  changes (registered value -> preset):"]
     same = []
@@ -202,7 +194,7 @@ def describe(preset: Preset, spec: Any) -> list[str]:
         else:
             lines.append(f"    --set {key}: {spec.hparams[key]!r} -> {value!r}")
     for key, value in preset.train.items():
-        before = spec.train[key] if key in spec.train else _training_default(key)
+        before = spec.train[key] if key in spec.train else train_defaults.get(key)
         flag = "--" + key.replace("_", "-")
         if before == value or (isinstance(before, tuple | list) and list(before) == list(value)):
             same.append(flag)

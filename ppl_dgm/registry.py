@@ -2,56 +2,23 @@
 
 Adding a pair to the library: write the generative model in ``models/``, the guide in ``guides/``,
 a ``build`` function returning a :class:`ppl_dgm.pair.Pair`, and one ``register(ModelSpec(...))``
-below. A pair outside the library needs none of that: see :mod:`ppl_dgm.contract` (``ppl-dgm train
-path/to/my_pair.py:build``, ``mypackage.module:build``, or a name from the ``ppl_dgm.models`` entry
-point group); :func:`resolve_spec` finds any of them.
+below (:class:`ModelSpec` and :func:`model_spec` live in :mod:`ppl_dgm.spec`; they are importable
+from here too). A pair outside the library needs none of that: see :mod:`ppl_dgm.contract`
+(``ppl-dgm train path/to/my_pair.py:build``, ``mypackage.module:build``, or a name from the
+``ppl_dgm.models`` entry point group); :func:`resolve_spec` finds any of them (the registered names
+here, the others through :func:`ppl_dgm.user_pairs.find`).
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+from ppl_dgm import user_pairs
 from ppl_dgm.models.common import LVAE_DEFAULTS
+from ppl_dgm.spec import BACKENDS, TASKS, ModelSpec, model_spec
 
-TASKS = ("semi-supervised", "unsupervised", "supervised")
-BACKENDS = ("pyro", "numpyro")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A registered model/guide pair.
-
-    ``build`` is ``"module:function"`` or the function itself; the function takes ``(hparams: dict,
-    data: DataInfo)`` and returns the pair for the backend. ``hparams`` are the network's defaults
-    (overridable with ``--set key=value``); ``train`` overrides the defaults of
-    :class:`ppl_dgm.config.TrainConfig`. ``source`` says where a pair from outside the library came
-    from (recorded in the run's ``config.json``; ``None`` for the registered pairs).
-    """
-
-    name: str
-    task: str
-    build: str | Callable[..., Any]
-    hparams: dict[str, Any] = field(default_factory=dict)
-    train: dict[str, Any] = field(default_factory=dict)
-    description: str = ""
-    backend: str = "pyro"
-    source: dict[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"{self.name}: task {self.task!r} is not one of {TASKS}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"{self.name}: backend {self.backend!r} is not one of {BACKENDS}")
-
-    def builder(self) -> Callable[..., Any]:
-        if callable(self.build):
-            return self.build
-        module, _, function = self.build.partition(":")
-        return getattr(importlib.import_module(module), function)
-
+__all__ = ["BACKENDS", "TASKS", "ModelSpec", "all_specs", "get", "model_spec", "register",
+           "resolve_spec"]
 
 _REGISTRY: dict[tuple[str, str], ModelSpec] = {}
 
@@ -90,30 +57,18 @@ def resolve_spec(name: str, backend: str | None = None,
     was trained, and says clearly when it is gone or changed. ``backend=None``: the pair's own
     backend (``pyro`` for registered names).
     """
-    from ppl_dgm import user_pairs
-
-    return user_pairs.resolve(name, backend, source)
-
-
-def model_spec(task: str, hparams: dict[str, Any] | None = None, train: dict[str, Any] | None = None,
-               *, name: str | None = None, description: str | None = None,
-               backend: str = "pyro") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator giving a user's ``build`` function its task and defaults (``build.spec``).
-
-    ``name`` defaults to the module's name (the file's stem), ``description`` to the first line of
-    the function's docstring. See :mod:`ppl_dgm.contract`.
-    """
-
-    def decorate(build: Callable[..., Any]) -> Callable[..., Any]:
-        doc = (build.__doc__ or "").strip().splitlines()
-        build.spec = ModelSpec(  # type: ignore[attr-defined]
-            name=name or "",  # "": the loader names it after the file or module
-            task=task, build=build, hparams=dict(hparams or {}), train=dict(train or {}),
-            description=description if description is not None else (doc[0] if doc else ""),
-            backend=backend)
-        return build
-
-    return decorate
+    registered = None if source else _REGISTRY.get((name, backend or "pyro"))
+    if registered is not None:
+        return registered
+    spec = user_pairs.find(name, backend, source)
+    if spec is not None:
+        return spec
+    if any(n == name for n, _ in _REGISTRY):
+        return get(name, backend or "pyro")  # registered for another backend: says so
+    known = sorted({n for n, _ in _REGISTRY} | {ep.name for ep in user_pairs.entry_points()})
+    raise user_pairs.UnknownModelError(
+        f"no model {name!r}; registered: {known}; or give your own pair as "
+        "path/to/file.py:build or package.module:build")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,22 +15,21 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 from ppl_dgm import results
+from ppl_dgm.config import OPTIONS, RESUMABLE, defaults
 from ppl_dgm.errors import RunDirectoryError, RunLockedError
 
 RUN_FILES = (results.CONFIG, "checkpoint.pt", "checkpoint.pkl", results.SUMMARY)
 LOCK = ".lock"
-#: configuration fields a resumed run may change (applied and reported)
-RESUMABLE_CHANGES = ("epochs", "max_minutes", "budget_clock", "device", "eval_batch_size", "validate",
-                     "threads", "finite_check", "eval_every")
+#: configuration fields a resumed run may change (applied and reported): the options so marked
+RESUMABLE_CHANGES = RESUMABLE
 # the same, as the command-line flags that a resumed run may change
-RESUMABLE_FLAGS = ", ".join("--" + k.replace("_", "-") for k in RESUMABLE_CHANGES)
+RESUMABLE_FLAGS = ", ".join(OPTIONS[k].flag or k for k in RESUMABLE_CHANGES)
 
 
 def run_files(run_dir: str | os.PathLike) -> list[str]:
@@ -132,13 +131,8 @@ def identity_differences(saved: dict[str, Any], new: dict[str, Any],
     Fields missing from ``saved`` (a record of an older version) take ``TrainConfig``'s defaults,
     and hyperparameters missing from its ``hparams`` those of :data:`HPARAMS_ADDED`.
     """
-    from ppl_dgm.config import TrainConfig
-
-    defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else
-                         f.default_factory() if f.default_factory is not dataclasses.MISSING
-                         else None) for f in dataclasses.fields(TrainConfig)}
-    a = _normal({**defaults, **saved})
-    b = _normal({**defaults, **new})
+    a = _normal({**defaults(), **saved})
+    b = _normal({**defaults(), **new})
     for config in (a, b):
         if isinstance(config.get("hparams"), dict) and isinstance(b.get("hparams"), dict):
             for key, value in HPARAMS_ADDED.items():

@@ -8,11 +8,15 @@ A model name given to ``ppl-dgm train`` (or to :func:`ppl_dgm.registry.resolve_s
 3. ``package.module:build`` -- an importable module;
 4. a name of the entry point group ``ppl_dgm.models`` of an installed package.
 
-The object found is a build function decorated with :func:`ppl_dgm.registry.model_spec` or a
-:class:`~ppl_dgm.registry.ModelSpec`; its ``source`` (kept in the run's ``config.json``) records
-where it came from -- the file's absolute path and sha256, the module, or the entry point -- so that
-``evaluate``, ``sample`` and ``--resume`` load the same pair, fail with a clear message when it is
-gone and warn when the file changed. The contract a pair must meet: :mod:`ppl_dgm.contract`.
+:func:`~ppl_dgm.registry.resolve_spec` looks up the registered names itself and asks :func:`find`
+for the others: this module knows nothing of the registry.
+
+The object found is a build function decorated with :func:`ppl_dgm.spec.model_spec` or a
+:class:`~ppl_dgm.spec.ModelSpec` (both importable from :mod:`ppl_dgm.registry` too); its ``source``
+(kept in the run's ``config.json``) records where it came from -- the file's absolute path and
+sha256, the module, or the entry point -- so that ``evaluate``, ``sample`` and ``--resume`` load the
+same pair, fail with a clear message when it is gone and warn when the file changed. The contract
+a pair must meet: :mod:`ppl_dgm.contract`.
 """
 
 from __future__ import annotations
@@ -29,9 +33,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ppl_dgm import registry
 from ppl_dgm.contract import ContractError, PairWarning
-from ppl_dgm.registry import ModelSpec
+from ppl_dgm.spec import ModelSpec
 
 GROUP = "ppl_dgm.models"
 _FILE_MODULES: dict[tuple[str, str], ModuleType] = {}
@@ -258,25 +261,20 @@ def _warn_if_changed(path: Path, digest: str | None) -> None:
 
 
 # ------------------------------------------------------------------------------------- resolution
-def resolve(name: str, backend: str | None = None,
-            source: dict[str, Any] | None = None) -> ModelSpec:
-    """See :func:`ppl_dgm.registry.resolve_spec`."""
+def find(name: str, backend: str | None = None,
+         source: dict[str, Any] | None = None) -> ModelSpec | None:
+    """The pair outside the library that ``name`` means: the run's recorded ``source`` if given,
+    else the reference ``path/to/file.py:build`` / ``package.module:build``, else the entry point
+    ``name``; ``None`` when ``name`` is none of these. The registered names come first:
+    :func:`ppl_dgm.registry.resolve_spec` looks them up before it asks here."""
     if source:
         spec = from_source(source, backend)
-    elif (name, backend or "pyro") in registry._REGISTRY:
-        return registry._REGISTRY[(name, backend or "pyro")]
     elif is_reference(name):
         spec = from_reference(name)
     else:
-        found = from_entry_point(name, backend)
-        if found is None:
-            if any(n == name for n, _ in registry._REGISTRY):
-                return registry.get(name, backend or "pyro")  # registered for another backend
-            known = sorted({n for n, _ in registry._REGISTRY} | {ep.name for ep in entry_points()})
-            raise UnknownModelError(
-                f"no model {name!r}; registered: {known}; or give your own pair as "
-                "path/to/file.py:build or package.module:build")
-        spec = found
+        spec = from_entry_point(name, backend)
+        if spec is None:
+            return None
     if backend is not None and spec.backend != backend:
         raise ContractError(f"{name} is a {spec.backend} pair (its spec says backend="
                             f"{spec.backend!r}), not a {backend} one: drop --backend {backend} or "

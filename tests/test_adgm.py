@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from ppl_dgm import registry, results
 from ppl_dgm.config import resolve
-from ppl_dgm.train.loop import Trainer
+from ppl_dgm.training.loop import Trainer
 
 X_DIM, K, A_DIM, Z_DIM, B = 6, 3, 2, 2, 4
 ALPHA = 0.7

@@ -17,7 +17,7 @@ import torch
 
 from ppl_dgm import registry
 from ppl_dgm.config import TrainConfig
-from ppl_dgm.train.loop import add_weight_prior
+from ppl_dgm.training.loop import add_weight_prior
 
 
 class Data:
@@ -107,7 +107,7 @@ def test_pyro_weight_prior_gradient_equals_the_prior_term_differentiated():
 
 def test_numpyro_weight_prior_enters_before_the_optimiser():
     jax = pytest.importorskip("jax")
-    from ppl_dgm.train.numpyro_loop import make_optimizer
+    from ppl_dgm.training.numpyro_loop import make_optimizer
 
     params = {"kernel": jax.numpy.asarray([[0.5, -2.0], [1.0, 3.0]]),
               "bias": jax.numpy.asarray([0.5, -1.0])}

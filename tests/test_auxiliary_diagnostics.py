@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from ppl_dgm import presets, registry, results
-from ppl_dgm.config import TrainConfig, resolve
+from ppl_dgm.config import TrainConfig, defaults, resolve
 from ppl_dgm.errors import UserError
 from ppl_dgm.infer.auxiliary_diagnostics import AuxiliaryTally, mutual_information
 
@@ -119,7 +119,7 @@ def test_numpyro_guide_sample_class_probs_matches_its_networks():
 def test_eval_every_records_steps_and_diagnostics(backend, tmp_path):
     if backend == "numpyro":
         pytest.importorskip("jax")
-    from ppl_dgm.cli import trainer_class
+    from ppl_dgm.backends import trainer_class
 
     spec = registry.get("adgm", backend)
     config = resolve(spec, {"dataset": "digits", "epochs": 3, "steps_per_epoch": 2, "eval_every": 4,
@@ -157,7 +157,7 @@ def test_presets_apply_and_list_differences():
     sdgm = resolve(registry.get("sdgm", "numpyro"), {"preset": "icml"})
     assert sdgm.num_particles == 5 and sdgm.hparams["batch_norm"] is True
     assert sdgm.weight_prior_std == 1.0 and sdgm.hparams["classification_log_mean"] is False
-    lines = presets.describe(presets.get("adgm", "workshop"), spec)
+    lines = presets.describe(presets.get("adgm", "workshop"), spec, defaults())
     assert any("p(a)" in line for line in lines) and any("--num-particles" in line for line in lines)
     with pytest.raises(UserError, match="no preset 'icml'"):
         resolve(spec, {"preset": "icml"})
@@ -167,7 +167,7 @@ def test_presets_apply_and_list_differences():
 def test_frozen_q_a_stays_at_its_initial_values(backend, tmp_path):
     if backend == "numpyro":
         pytest.importorskip("jax")
-    from ppl_dgm.cli import trainer_class
+    from ppl_dgm.backends import trainer_class
 
     spec = registry.get("adgm", backend)
     # the workshop preset: q(a|x) out of training, with a weight prior that would move it
@@ -201,7 +201,7 @@ def test_branch_starts_from_the_source_runs_parameters_and_batches(tmp_path):
     and the state of its batch generator (the next batches are the ones the source would draw);
     the branch's records continue the step count; another seed (other data) is refused."""
     jax = pytest.importorskip("jax")
-    from ppl_dgm.train.numpyro_loop import NumPyroTrainer
+    from ppl_dgm.training.numpyro_loop import NumPyroTrainer
 
     spec = registry.get("adgm", "numpyro")
     base = {"dataset": "digits", "steps_per_epoch": 3, "validation_size": 0, "classify_samples": 1}

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from ppl_dgm import contract, results, rundir, sweep
+from ppl_dgm import contract, results, rundir
+from ppl_dgm import sweeps as sweep
 from ppl_dgm.data import DataNotFoundError, load_dataset
 from ppl_dgm.data.splits import balanced_labelled_indices
 from ppl_dgm.errors import EXIT_IO, EXIT_SIGTERM, EXIT_USAGE, UserError, describe

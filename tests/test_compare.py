@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 
 from ppl_dgm.cli import main
-from ppl_dgm.compare import compare
+from ppl_dgm.comparison import compare
 from ppl_dgm.infer.objective_names import UnsupportedObjective
 
 OPTIONS = {"dataset": "digits", "device": "cpu", "steps_per_epoch": 2, "batch_size": 10,

@@ -23,8 +23,8 @@ from ppl_dgm import registry, results
 from ppl_dgm.config import resolve
 from ppl_dgm.data import load_dataset
 from ppl_dgm.pair import Pair
-from ppl_dgm.train import loop
-from ppl_dgm.train.loop import Trainer
+from ppl_dgm.training import loop
+from ppl_dgm.training.loop import Trainer
 
 
 class DeltaGuide(nn.Module):
@@ -78,7 +78,7 @@ def _ddp_trainer(rank, world, port, data, run_dirs, epochs=2):
     """The trainer of process ``rank`` of ``world`` (the environment torchrun would set)."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    from ppl_dgm.train.distributed import DistributedTrainer
+    from ppl_dgm.training.distributed import DistributedTrainer
 
     return DistributedTrainer(config(data, epochs), run_dirs[rank], progress=False)
 
@@ -187,7 +187,7 @@ def test_ddp_stop_in_an_epoch_resumes_as_the_uninterrupted_run(tmp_path, binary_
 
 
 def test_ddp_refuses_batches_that_do_not_split(tmp_path, monkeypatch):
-    from ppl_dgm.train import distributed
+    from ppl_dgm.training import distributed
 
     monkeypatch.setattr(distributed, "init_process_group", lambda device: (0, 3, 0))
     with pytest.raises(ValueError, match="does not split into 3 equal shards"):
@@ -199,8 +199,8 @@ JAX_SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     from ppl_dgm import registry
     from ppl_dgm.config import resolve
-    from ppl_dgm.train.numpyro_loop import NumPyroTrainer
-    from ppl_dgm.train.numpyro_sharded import _INDEX_ARGS, ShardedNumPyroTrainer
+    from ppl_dgm.training.numpyro_loop import NumPyroTrainer
+    from ppl_dgm.training.numpyro_sharded import _INDEX_ARGS, ShardedNumPyroTrainer
 
     # the VAE (with batch norm: its statistics must be those of the whole batch): quick to compile
     cfg = dict(dataset="digits", batch_size=40, steps_per_epoch=2, device="cpu", epochs=1,
@@ -290,7 +290,7 @@ def _rank_recording(rank, world, port, data, run_dirs, clip_norm, loss_factor):
     """A DDP run (2 steps) that saves rank 0's gradients of every step as ``clip_gradients`` gets
     them (after DDP's all-reduce, before clipping); ``loss_factor`` multiplies the loss of every
     rank (the bug this test must catch: ``world_size`` instead of 1)."""
-    from ppl_dgm.train import distributed
+    from ppl_dgm.training import distributed
 
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))

@@ -60,7 +60,7 @@ def test_the_two_orders_differ_on_these_gradients():
 
 @pytest.mark.parametrize("order", ["value_then_norm", "norm_then_value"])
 def test_pyro_trainer_clips_in_the_configured_order(order):
-    from ppl_dgm.train.loop import clip_gradients
+    from ppl_dgm.training.loop import clip_gradients
 
     params = [torch.zeros(g.shape, requires_grad=True) for g in GRADS]
     for p, g in zip(params, GRADS, strict=True):
@@ -76,7 +76,7 @@ def test_pyro_trainer_clips_in_the_configured_order(order):
 def test_numpyro_optimizer_clips_in_the_configured_order(order):
     """RMSprop's first step is lr * g / (sqrt(0.01 g^2) + eps) of the clipped gradient g (optax,
     eps outside the square root): with lr = 1 and eps = 1 a strictly monotone map of g."""
-    from ppl_dgm.train.numpyro_loop import make_optimizer
+    from ppl_dgm.training.numpyro_loop import make_optimizer
 
     config = TrainConfig(model="m2", optimizer="rmsprop", lr=1.0, rmsprop_alpha=0.99, rmsprop_eps=1.0,
                          clip_value=VALUE, clip_norm=NORM, clip_order=order)
@@ -291,8 +291,8 @@ def expected_lr(config, epoch):
 
 
 def test_lr_decay_and_min_lr_in_both_trainers(tmp_path):
-    from ppl_dgm.train.loop import Trainer
-    from ppl_dgm.train.numpyro_loop import learning_rate
+    from ppl_dgm.training.loop import Trainer
+    from ppl_dgm.training.numpyro_loop import learning_rate
 
     overrides = {"dataset": "digits", "labels": 50, "epochs": 5, "steps_per_epoch": 2,
                  "batch_size": 20, "labelled_batch_size": 20, "device": "cpu", "lr": 1e-2,

@@ -104,7 +104,7 @@ def test_numpyro_gaussian_toy_matches_the_known_gradient_distribution():
 
 
 def _trainer(elbo: str, tmp_path):
-    from ppl_dgm.train.loop import Trainer
+    from ppl_dgm.training.loop import Trainer
 
     config = resolve(registry.get("m2"), dict(
         dataset="digits", elbo=elbo, batch_size=20, labelled_batch_size=10, epochs=1,

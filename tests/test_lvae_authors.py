@@ -79,7 +79,7 @@ def test_adam_eps_reaches_both_optimisers():
     with g = 1e-4, eps = 1e-4 halves it; eps = 1e-8 leaves it at about -lr."""
     import jax.numpy as jnp
 
-    from ppl_dgm.train import loop, numpyro_loop
+    from ppl_dgm.training import loop, numpyro_loop
 
     lr, g = 1e-3, 1e-4
     for eps in (1e-4, 1e-8):

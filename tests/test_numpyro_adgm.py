@@ -372,7 +372,7 @@ def test_pyro_weights_give_the_same_elbo(name):
 # ------------------------------------------------------------------ the trainer and the CLI
 def test_registered_like_pyro_and_the_trainer_hands_the_particles_to_the_programs(tmp_path):
     from ppl_dgm.config import resolve
-    from ppl_dgm.train.numpyro_loop import NumPyroTrainer
+    from ppl_dgm.training.numpyro_loop import NumPyroTrainer
 
     for name in NAMES:
         spec, pyro_spec = registry.get(name, "numpyro"), registry.get(name, "pyro")

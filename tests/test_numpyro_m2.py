@@ -213,10 +213,10 @@ def test_batch_norm_state_is_trained_and_evaluation_ignores_the_batch():
 
 
 @pytest.mark.parametrize("modules, absent", [
-    ("ppl_dgm.train.numpyro_loop, ppl_dgm.models.m2_numpyro, ppl_dgm.evaluate, "
+    ("ppl_dgm.training.numpyro_loop, ppl_dgm.models.m2_numpyro, ppl_dgm.evaluate, "
      "ppl_dgm.infer.numpyro_importance, ppl_dgm.models.adgm_numpyro, ppl_dgm.models.sdgm_numpyro, "
      "ppl_dgm.guides.auxiliary_numpyro", ("torch", "pyro")),
-    ("ppl_dgm.train.loop, ppl_dgm.models.m2, ppl_dgm.infer.objectives, ppl_dgm.evaluate, "
+    ("ppl_dgm.training.loop, ppl_dgm.models.m2, ppl_dgm.infer.objectives, ppl_dgm.evaluate, "
      "ppl_dgm.infer.importance, ppl_dgm.models.adgm, ppl_dgm.models.sdgm, ppl_dgm.guides.auxiliary",
      ("jax", "numpyro", "flax")),
 ])

@@ -284,7 +284,7 @@ def test_registered_with_the_pyro_pairs_defaults():
 # ------------------------------------------------------------------------ the trainer and the CLI
 def test_digit_and_sequence_errors_by_hand():
     from ppl_dgm.models.rnn_spn_numpyro import sequence_errors
-    from ppl_dgm.train.numpyro_loop import NumPyroTrainer
+    from ppl_dgm.training.numpyro_loop import NumPyroTrainer
 
     predicted = np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9], [0, 1, 2]])
     y = np.array([[1, 2, 3], [4, 0, 6], [7, 0, 0], [0, 1, 2]])  # 3 of 12 digits, 2 of 4 sequences

@@ -25,7 +25,7 @@ NET = {"z_dim": 4, "hidden": [16]}
 
 
 def trained(tmp_path, scan_steps: int):
-    from ppl_dgm.train.numpyro_loop import NumPyroTrainer
+    from ppl_dgm.training.numpyro_loop import NumPyroTrainer
 
     config = resolve(registry.get("m2", "numpyro"), {**CONFIG, "scan_steps": scan_steps}, NET)
     run = tmp_path / f"scan{scan_steps}"
@@ -43,7 +43,7 @@ def test_scanned_epoch_equals_step_by_step(tmp_path):
     for x, y in zip(a, b, strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-4, atol=2e-6)
     # the parameters moved from their initial values: the comparison is not of two no-ops
-    from ppl_dgm.train.numpyro_loop import NumPyroTrainer
+    from ppl_dgm.training.numpyro_loop import NumPyroTrainer
 
     config = resolve(registry.get("m2", "numpyro"), CONFIG, NET)
     initial = jax.tree_util.tree_leaves(
@@ -54,7 +54,7 @@ def test_scanned_epoch_equals_step_by_step(tmp_path):
 
 
 def test_scan_steps_refused_by_the_pyro_backend(tmp_path):
-    from ppl_dgm.train.loop import Trainer
+    from ppl_dgm.training.loop import Trainer
 
     config = resolve(registry.get("m2"), {**CONFIG, "scan_steps": 4}, NET)
     with pytest.raises(UserError, match="--backend numpyro"):
@@ -63,7 +63,7 @@ def test_scan_steps_refused_by_the_pyro_backend(tmp_path):
 
 
 def test_finite_check_step_refused_by_the_numpyro_backend(tmp_path):
-    from ppl_dgm.train.numpyro_loop import NumPyroTrainer
+    from ppl_dgm.training.numpyro_loop import NumPyroTrainer
 
     config = resolve(registry.get("m2", "numpyro"), {**CONFIG, "finite_check": "step"}, NET)
     with pytest.raises(UserError, match="--finite-check"):

@@ -71,7 +71,7 @@ def expected_refusal(backend: str, spec, elbo: str) -> bool | None:
 @pytest.mark.parametrize("objective", OBJECTIVES)
 @pytest.mark.parametrize("spec", specs("pyro"), ids=lambda s: s.name)
 def test_pyro_objective_matrix(spec, objective, tmp_path):
-    from ppl_dgm.train.loop import Trainer
+    from ppl_dgm.training.loop import Trainer
 
     config = config_for(spec, objective)
     expected = expected_refusal("pyro", spec, config.elbo)
@@ -95,7 +95,7 @@ def test_pyro_objective_matrix(spec, objective, tmp_path):
 @pytest.mark.parametrize("spec", specs("numpyro"), ids=lambda s: s.name)
 def test_numpyro_objective_matrix(spec, objective, tmp_path):
     jax = pytest.importorskip("jax")
-    from ppl_dgm.train.numpyro_loop import NumPyroTrainer
+    from ppl_dgm.training.numpyro_loop import NumPyroTrainer
 
     config = config_for(spec, objective)
     expected = expected_refusal("numpyro", spec, config.elbo)

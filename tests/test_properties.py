@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ppl_dgm import cli, registry
+from ppl_dgm import api, cli, registry
 from ppl_dgm.config import parse_value, resolve
 from ppl_dgm.data import _from_arrays, load_dataset
 from ppl_dgm.errors import EXIT_USAGE, UserError
@@ -185,7 +185,7 @@ def test_invalid_command_lines_get_one_line_and_status_2(flags, tmp_path, capsys
         raise _Reached(f"an invalid command line was accepted: {flags}")
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cli, "trainer_class", lambda *a, **k: no_training)
+        mp.setattr(api, "trainer_class", lambda *a, **k: no_training)
         capsys.readouterr()
         try:
             code = cli.main(["train", "m2", "--out", str(out), "--device", "cpu", *flags])

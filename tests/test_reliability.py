@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from ppl_dgm import cli, registry, results
+from ppl_dgm import api, cli, registry, results
 from ppl_dgm.config import resolve
 from ppl_dgm.data import load_dataset
 from ppl_dgm.errors import (
@@ -36,7 +36,7 @@ from ppl_dgm.errors import (
     EXIT_USAGE,
 )
 from ppl_dgm.rundir import RunLock
-from ppl_dgm.train.loop import Trainer
+from ppl_dgm.training.loop import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 # a tiny M2 on the digits: 3 steps per epoch
@@ -271,14 +271,14 @@ def test_a_numpyro_run_resumes_without_backend(tmp_path, capsys, monkeypatch):
     chosen = {}
 
     class Recorder:
-        def __init__(self, config, run_dir, progress=True):
+        def __init__(self, config, run_dir, progress=True, spec=None):
             chosen.update(config=config, run_dir=run_dir)
 
         def fit(self, resume=False):
             chosen["resume"] = resume
             return {"test_elbo": -1.0}
 
-    monkeypatch.setattr(cli, "trainer_class", lambda backend, *a: chosen.setdefault(
+    monkeypatch.setattr(api, "trainer_class", lambda backend, *a: chosen.setdefault(
         "backend", backend) and Recorder)
     code, err = run_cli(["train", "--resume", "--out", out, "--epochs", "3"], capsys)
     assert code == 0, err
@@ -445,7 +445,7 @@ SIGNAL_STEPS = 12  # steps per epoch of SIGNAL_RUN
 WAIT_AFTER_STEP = """
 import runpy, sys, time
 from pathlib import Path
-from ppl_dgm.train.loop import Trainer
+from ppl_dgm.training.loop import Trainer
 marker, at = Path(sys.argv[1]), int(sys.argv[2])
 step = Trainer.train_step
 def train_step(self, *args):
@@ -548,7 +548,7 @@ def test_numpyro_stopped_mid_epoch_resumes_exactly(tmp_path, monkeypatch):
     import jax
 
     from ppl_dgm.errors import Interrupted
-    from ppl_dgm.train.numpyro_loop import NumPyroTrainer
+    from ppl_dgm.training.numpyro_loop import NumPyroTrainer
 
     def config():
         return resolve(registry.get("m2", "numpyro"), {**TINY_CONFIG, "epochs": 2,

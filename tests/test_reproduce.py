@@ -10,7 +10,7 @@ import pytest
 
 from ppl_dgm import results
 from ppl_dgm.cli import main
-from ppl_dgm.reproduce import CLAIMS, PAPER, available_claims, choose_backend
+from ppl_dgm.reproduction import CLAIMS, PAPER, available_claims, choose_backend
 
 SMOKE = ["--dataset", "digits", "--set", "hidden=[8]", "--set", "z_dim=4",
          "--config", "steps_per_epoch=2", "--config", "classify_samples=1",
@@ -120,7 +120,7 @@ def test_adgm_report_sets_the_run_beside_the_authors_curve(tmp_path):
     import numpy as np
 
     from ppl_dgm import reference
-    from ppl_dgm.reproduce import run_milestones, write_report
+    from ppl_dgm.reproduction import run_milestones, write_report
 
     run_dir = tmp_path / "runs" / "adgm-numpyro-seed0"
     run_dir.mkdir(parents=True)

@@ -18,7 +18,7 @@ from ppl_dgm.models.rnn_spn import (
     sequence_errors,
 )
 from ppl_dgm.nn.spatial import glimpse_corners, glimpse_size, identity_affine
-from ppl_dgm.train.loop import DataInfo
+from ppl_dgm.training.loop import DataInfo
 from tests.conftest import mnist_dir
 
 INFO = DataInfo(x_dim=10_000, image_shape=(100, 100), n_classes=10, n_train=100, n_labelled=100,

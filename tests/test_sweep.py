@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from ppl_dgm import results, sweep
+from ppl_dgm import results
+from ppl_dgm import sweeps as sweep
 from ppl_dgm.cli import main
 from ppl_dgm.errors import EXIT_RUNS_FAILED
 from ppl_dgm.threads import SINGLE_THREAD_XLA, _xla_flags, apply_threads, thread_environment
@@ -23,7 +24,7 @@ CRASH_ONCE = """
 import os, signal, sys
 from pathlib import Path
 
-from ppl_dgm.train import common
+from ppl_dgm.training import common
 
 marker, argv = Path(sys.argv[1]), sys.argv[2:]
 if argv[argv.index("--seed") + 1] == "1" and not marker.exists():

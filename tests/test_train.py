@@ -11,7 +11,7 @@ from ppl_dgm import registry, results
 from ppl_dgm.cli import main
 from ppl_dgm.config import resolve
 from ppl_dgm.data import load_dataset, semi_supervised_split
-from ppl_dgm.train.loop import Trainer, default_validation_size
+from ppl_dgm.training.loop import Trainer, default_validation_size
 
 SMALL = {"dataset": "digits", "labels": 50, "batch_size": 50, "labelled_batch_size": 20,
          "steps_per_epoch": 3, "device": "cpu", "warmup_epochs": 2}

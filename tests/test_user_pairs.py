@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from ppl_dgm import cli, registry
-from ppl_dgm.config import TrainConfig
+from ppl_dgm.config import OPTIONS, TrainConfig
 from ppl_dgm.contract import ContractError, PairWarning
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -199,7 +199,7 @@ def test_python_api(isolated):
     plain ``TrainConfig(model="path:build")``; both runs record their source and evaluate."""
     from ppl_dgm.config import resolve
     from ppl_dgm.evaluate import evaluate_run
-    from ppl_dgm.train.loop import Trainer
+    from ppl_dgm.training.loop import Trainer
 
     code, _ = readme_blocks()
     (isolated / "my_pair.py").write_text(code)
@@ -440,7 +440,7 @@ def test_train_help_shows_every_default(capsys):
         if action.dest in ("help", "model"):
             continue
         assert action.help and len(action.help) > 10, action.dest  # says what it does
-        if action.dest in cli.TRAIN_FLAGS:
+        if action.dest in OPTIONS:
             assert "default" in action.help, (action.dest, action.help)
             if "the model's, else" in action.help:
                 shown = "unset" if fields[action.dest] is None else str(fields[action.dest])

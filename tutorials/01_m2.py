@@ -36,12 +36,13 @@
 #
 # This tutorial shows, with the library's M2 pair (`models/m2.py`, `guides/label.py`):
 #
-# 1. the two kinds of data as one program: the `data` plate, `y` observed or enumerated;
-# 2. that `TraceEnum_ELBO` computes exactly the sum over the 10 labels above (checked by hand),
+# 1. a short training run through the library's Python API (`ppl_dgm.train`), its per-epoch
+#    records, and samples from $p(x \mid y, z)$ per class (`run.sample`);
+# 2. the two kinds of data as one program: the `data` plate, `y` observed or enumerated;
+# 3. that `TraceEnum_ELBO` computes exactly the sum over the 10 labels above (checked by hand),
 #    and that the classification term is $\alpha \log q(y\mid x)$;
-# 3. why the sum matters: the spread of the **gradients** of the classifier's weights when $y$ is
-#    summed out against when it is sampled (score-function estimator);
-# 4. a short training run with the library's loop, and samples from $p(x \mid y, z)$ per class.
+# 4. why the sum matters: the spread of the **gradients** of the classifier's weights when $y$ is
+#    summed out against when it is sampled (score-function estimator).
 #
 # Run it as a script (`python tutorials/01_m2.py`, `--full` for a longer run, `--mnist` for MNIST)
 # or open it as a notebook (`jupytext --to notebook tutorials/01_m2.py`).
@@ -60,38 +61,52 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from pyro.poutine.util import site_is_factor, site_is_subsample
 
-from ppl_dgm import registry
-from ppl_dgm.config import resolve
-from ppl_dgm.plots import image_grid
+import ppl_dgm
 from ppl_dgm.results import atomic_write
-from ppl_dgm.train.loop import Trainer
 from ppl_dgm.tutorial import cleanup, output_dir, run_main
 
 # %% [markdown]
-# ## The pair, and one program for both kinds of data
+# ## Training through the API
 #
-# The registry builds the pair for a data set; the `Trainer` holds the data split into a labelled
-# subset (100 points, balanced) and the unlabelled rest. The model's `forward(x, y=None)` puts every
-# site inside `pyro.plate("data", B)`. With `y` given, `y` is an observed site. With `y=None` the
-# guide's `y` site carries `infer={"enumerate": "parallel"}`, and under `TraceEnum_ELBO` Pyro
-# replaces the sample by all $K$ values along a new dimension to the **left** of the data plate:
-# `y` has shape `(K, 1)`, and everything that depends on it, such as `z`, has shape `(K, B, ...)`.
+# `ppl_dgm.train` takes the options of `ppl-dgm train` as keywords and returns a `Run`: the run
+# directory (`config.json`, `history.nc`, `summary.json`, the checkpoint), read when asked for.
+# The library's loop takes one step on a labelled and an unlabelled batch at a time
+# (`ppl_dgm.infer.objectives.semi_supervised_loss`), with $\alpha = 0.1\,N/N_\ell$. `run.history`
+# is an xarray Dataset with one record per epoch; `run.sample()` draws a grid from
+# $p(x\mid y, z)$, one row per class $y$ with random styles $z \sim p(z)$.
+#
+# ```python
+# run = ppl_dgm.train("m2", dataset="digits", labels=100, epochs=5, out="runs/m2")
+# run.history[["loss", "validation_elbo", "test_error"]].to_dataframe()
+# run.sample(per_class=10)
+# ```
 
 
 # %%
-def make_trainer(quick: bool, mnist: bool, run_dir: Path, data_dir: str | None = None) -> Trainer:
-    overrides = {"dataset": "mnist" if mnist else "digits", "data_dir": data_dir, "labels": 100,
-                 "seed": 0, "epochs": (5 if quick else 60) if not mnist else (1 if quick else 10),
-                 "device": "cpu"}
+def train(folder: Path, quick: bool, mnist: bool, data_dir: str | None = None) -> ppl_dgm.Run:
+    data = {"dataset": "mnist", "data_dir": data_dir} if mnist else {"dataset": "digits"}
+    budget = {"epochs": 5 if quick else 60} if not mnist else {"epochs": 1 if quick else 10}
     if mnist and quick:
-        overrides["steps_per_epoch"] = 50
-    config = resolve(registry.get("m2"), overrides)
-    return Trainer(config, run_dir, progress=False)
+        budget["steps_per_epoch"] = 50
+    return ppl_dgm.train("m2", labels=100, seed=0, device="cpu", threads=1, out=folder / "run",
+                         progress=False, **data, **budget)
 
 
-def site_shapes(trainer: Trainer, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, tuple]:
+# %% [markdown]
+# ## One program for both kinds of data
+#
+# `run.trainer()` restores the trained pair from the run's checkpoint together with the run's data
+# split: a labelled subset (100 points, balanced) and the unlabelled rest. The model's
+# `forward(x, y=None)` puts every site inside `pyro.plate("data", B)`. With `y` given, `y` is an
+# observed site. With `y=None` the guide's `y` site carries `infer={"enumerate": "parallel"}`,
+# and under `TraceEnum_ELBO` Pyro replaces the sample by all $K$ values along a new dimension to
+# the **left** of the data plate: `y` has shape `(K, 1)`, and everything that depends on it, such
+# as `z`, has shape `(K, B, ...)`.
+
+
+# %%
+def site_shapes(pair, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, tuple]:
     """Shapes of the guide's and model's sites as TraceEnum_ELBO sees them (y enumerated if None)."""
-    pair = trainer.pair
     guide = poutine.trace(poutine.enum(pair.guide, first_available_dim=-2)).get_trace(x, y)
     model = poutine.trace(poutine.replay(pair.model, trace=guide)).get_trace(x, y)
     def keep(site: dict) -> bool:
@@ -230,56 +245,40 @@ def plot_gradients(stats: dict, path: Path) -> Path:
     return path
 
 
-# %% [markdown]
-# ## Training and samples
-#
-# The library's loop takes one step on a labelled and an unlabelled batch at a time
-# (`ppl_dgm.infer.objectives.semi_supervised_loss`), with $\alpha = 0.1\,N/N_\ell$. After training,
-# each row of the sample grid holds draws of $p(x\mid y, z)$ for one class $y$ and random styles
-# $z \sim p(z)$.
-
-
-# %%
-def class_samples(trainer: Trainer, path: Path, per_class: int = 10) -> Path:
-    pair = trainer.pair.eval()
-    k = trainer.info.n_classes
-    y = torch.arange(k).repeat_interleave(per_class)
-    torch.manual_seed(0)
-    images = pair.sample_x(len(y), y).reshape(len(y), *trainer.info.image_shape).numpy()
-    image_grid(images, path, nrow=per_class)
-    return path
-
-
 # %%
 def main(quick: bool = True, mnist: bool = False, out: str | None = None, keep: bool = False,
          data_dir: str | None = None) -> dict:
     """Run the tutorial; returns the numbers it shows and the paths of its figures."""
     start = time.perf_counter()
     folder = output_dir("01_m2", out)
+    cleanup([folder / "run"], keep=False)  # a run left by an earlier --keep: start afresh
+    run = train(folder, quick, mnist, data_dir)
+    summary = run.summary
+    print(f"after {summary['epochs']} epochs ({summary['steps']} steps): test accuracy "
+          f"{1 - summary['test_error']:.3f}, test ELBO {summary['test_elbo']:.2f} nats")
+    print(run.history[["loss", "validation_elbo", "test_error"]].to_dataframe().round(3))
+    samples = run.sample(output=folder / "samples.png", per_class=10)
+
+    trainer = run.trainer(device="cpu")  # the trained pair (eval mode) and the run's data split
+    pair = run.pair
     torch.manual_seed(0)
-    trainer = make_trainer(quick, mnist, folder / "run", data_dir)
     x_u = torch.bernoulli(trainer.x_train[trainer.unlabelled[:32]])
     x_l = torch.bernoulli(trainer.x_train[trainer.labelled[:32]])
     y_l = trainer.y_train[trainer.labelled[:32]]
-
     print(f"{len(trainer.labelled)} labelled and {len(trainer.unlabelled)} unlabelled training points; "
-          f"alpha = {trainer.pair.q.alpha:.1f}")
-    shapes_u = site_shapes(trainer, x_u, None)
-    shapes_l = site_shapes(trainer, x_l, y_l)
+          f"alpha = {pair.q.alpha:.1f}")
+    shapes_u = site_shapes(pair, x_u, None)
+    shapes_l = site_shapes(pair, x_l, y_l)
     print("unlabelled batch of 32, y enumerated:", shapes_u)
     print("labelled batch of 32, y observed:   ", shapes_l)
 
-    value, by_hand = unlabelled_bound_by_hand(trainer.pair, x_u, seed=3)
+    value, by_hand = unlabelled_bound_by_hand(pair, x_u, seed=3)
     print(f"-U(x) summed over the batch: TraceEnum_ELBO {value:.4f}, by hand {by_hand:.4f}")
-    term, term_by_hand = classification_term(trainer.pair, x_l, y_l, seed=4)
+    term, term_by_hand = classification_term(pair, x_l, y_l, seed=4)
     print(f"classification term in the loss: {term:.4f}; -alpha * sum log q(y|x) = {term_by_hand:.4f}")
 
-    summary = trainer.fit()
-    print(f"after {summary['epochs']} epochs ({summary['steps']} steps): test accuracy "
-          f"{1 - summary['test_error']:.3f}, test ELBO {summary['test_elbo']:.2f} nats")
-
     repeats = 100 if quick else 1000
-    stats = gradient_spread(trainer.pair, x_u, repeats)
+    stats = gradient_spread(pair, x_u, repeats)
     for name in ("enumerated", "sampled"):
         s = stats[name]
         print(f"y {name:<10}: |mean gradient| {s['mean_norm']:.4f}, total variance "
@@ -289,12 +288,12 @@ def main(quick: bool = True, mnist: bool = False, out: str | None = None, keep: 
     print(f"sampling y multiplies the gradient variance by {ratio:.0f}; the means differ by "
           f"{diff['norm']:.4f} (standard error {diff['standard_error']:.4f})")
 
-    figures = [plot_gradients(stats, folder / "gradients.png"),
-               class_samples(trainer, folder / "samples.png")]
-    removed = cleanup([folder / "run"], keep)
+    figures = [plot_gradients(stats, folder / "gradients.png"), samples]
+    n_classes = trainer.info.n_classes
+    removed = cleanup([run.path], keep)
     stats.pop("_first_coordinate")
     print("figures:", ", ".join(str(f) for f in figures), f"({time.perf_counter() - start:.1f} s)")
-    return {"shapes_unlabelled": shapes_u, "shapes_labelled": shapes_l, "n_classes": trainer.info.n_classes,
+    return {"shapes_unlabelled": shapes_u, "shapes_labelled": shapes_l, "n_classes": n_classes,
             "enum_value": value, "by_hand": by_hand, "classification": term,
             "classification_by_hand": term_by_hand, "summary": summary, "gradients": stats,
             "variance_ratio": ratio, "repeats": repeats, "figures": figures, "removed": removed,

@@ -39,6 +39,9 @@
 #    see $a$ before $y$ exists;
 # 2. what says, during a short training run of both models, whether the classifier uses $a$:
 #    the mutual information $I(y; a\mid x)$ under the guide, not the $a$-term of the bound.
+#
+# Both models are trained through the library's Python API (`ppl_dgm.train`); the traces are
+# taken of the trained pairs (`run.pair`), the records read from `run.history`.
 
 # %%
 from __future__ import annotations
@@ -50,10 +53,8 @@ import numpy as np
 import torch
 from pyro import poutine
 
-from ppl_dgm import registry, results
-from ppl_dgm.config import resolve
+import ppl_dgm
 from ppl_dgm.plots import plot_site_kl
-from ppl_dgm.train.loop import Trainer
 from ppl_dgm.tutorial import cleanup, output_dir, run_main
 
 # %% [markdown]
@@ -77,23 +78,23 @@ from ppl_dgm.tutorial import cleanup, output_dir, run_main
 
 
 # %%
-def make_trainer(name: str, quick: bool, mnist: bool, run_dir: Path,
-                 data_dir: str | None = None) -> Trainer:
-    spec = registry.get(name)
-    overrides = {"dataset": "mnist" if mnist else "digits", "data_dir": data_dir, "labels": 100,
-                 "seed": 0, "device": "cpu", "epochs": 4 if quick else 100}
+def train(name: str, folder: Path, quick: bool, mnist: bool,
+          data_dir: str | None = None) -> ppl_dgm.Run:
+    data = {"dataset": "mnist", "data_dir": data_dir} if mnist else {"dataset": "digits"}
+    options = {"epochs": 4 if quick else 100}
     hparams = {}
     if quick:  # small networks so that both models train in seconds
         hparams = {"hidden": [128, 128], "a_dim": 16, "z_dim": 16}
-        overrides.update(lr=1e-3, num_particles=2 if name == "sdgm" else 1, classify_samples=10)
+        options.update(lr=1e-3, num_particles=2 if name == "sdgm" else 1, classify_samples=10)
         if mnist:
-            overrides["steps_per_epoch"] = 30
-    return Trainer(resolve(spec, overrides, hparams), run_dir, progress=False)
+            options["steps_per_epoch"] = 30
+    return ppl_dgm.train(name, labels=100, seed=0, device="cpu", threads=1, hparams=hparams,
+                         out=folder / f"run-{name}", progress=False, **data, **options)
 
 
-def trace_shapes(trainer: Trainer, x: torch.Tensor) -> dict[str, tuple]:
+def trace_shapes(pair, x: torch.Tensor) -> dict[str, tuple]:
     """Value shapes of the guide's sites and log-density shapes of the model's, y enumerated."""
-    pair = trainer.pair.eval()
+    pair.eval()
     guide = poutine.trace(poutine.enum(pair.guide, first_available_dim=-2)).get_trace(x, None)
     model = poutine.trace(poutine.replay(pair.model, trace=guide)).get_trace(x, None)
     shapes = {f"q:{n} value": tuple(guide.nodes[n]["value"].shape) for n in ("a", "y", "z")}
@@ -102,7 +103,6 @@ def trace_shapes(trainer: Trainer, x: torch.Tensor) -> dict[str, tuple]:
     shapes["q:a log_prob"] = tuple(guide.nodes["a"]["log_prob"].shape)
     shapes["p:a log_prob"] = tuple(model.nodes["a"]["log_prob"].shape)
     shapes["p:x log_prob"] = tuple(model.nodes["x"]["log_prob"].shape)
-    pair.train()
     return shapes
 
 
@@ -132,32 +132,31 @@ def trace_shapes(trainer: Trainer, x: torch.Tensor) -> dict[str, tuple]:
 
 # %%
 @torch.no_grad()
-def classifier_spread(trainer: Trainer, x: torch.Tensor) -> float:
+def classifier_spread(pair, x: torch.Tensor) -> float:
     """Mean total variation between q(y | a1, x) and q(y | a2, x) for two draws a1, a2 ~ q(a | x)."""
-    q = trainer.pair.eval().q
+    q = pair.eval().q
     loc, scale = q.q_a(x)
     probs = [torch.softmax(q.q_y_logits(x, loc + scale * torch.randn_like(loc)), -1) for _ in range(2)]
-    trainer.pair.train()
     return 0.5 * (probs[0] - probs[1]).abs().sum(-1).mean().item()
 
 
 def train_and_record(name: str, quick: bool, mnist: bool, folder: Path,
                      data_dir: str | None) -> dict:
+    run = train(name, folder, quick, mnist, data_dir)
+    trainer = run.trainer(device="cpu")  # the trained pair and the run's data split
     torch.manual_seed(0)
-    trainer = make_trainer(name, quick, mnist, folder / f"run-{name}", data_dir)
     x = torch.bernoulli(trainer.x_train[trainer.unlabelled[:16]])
-    shapes = trace_shapes(trainer, x)
-    summary = trainer.fit()
-    history = results.read_history(trainer.run_dir / results.HISTORY)
+    shapes = trace_shapes(run.pair, x)
+    history = run.history
     kl = history["kl"].transpose("epoch", "site")
     figure = folder / f"kl_{name}.png"
     plot_site_kl(history, figure)
-    spread = classifier_spread(trainer, trainer.x_test[:200])
-    return {"shapes": shapes, "summary": summary, "figure": figure, "spread": spread,
+    spread = classifier_spread(run.pair, trainer.x_test[:200])
+    return {"shapes": shapes, "summary": run.summary, "figure": figure, "spread": spread,
             "a_term": [float(v) for v in history["a_term"].values],
             "mutual_info_y_a": [float(v) for v in history["mutual_info_y_a"].values],
             "kl_z": [float(v) for v in kl.sel(site="z").values],
-            "n_classes": trainer.info.n_classes, "run_dir": trainer.run_dir}
+            "n_classes": trainer.info.n_classes, "run_dir": run.path}
 
 
 # %%
@@ -166,6 +165,7 @@ def main(quick: bool = True, mnist: bool = False, out: str | None = None, keep: 
     """Run the tutorial; returns the shapes, the records of a and the figure paths it shows."""
     start = time.perf_counter()
     folder = output_dir("02_auxiliary", out)
+    cleanup([folder / "run-adgm", folder / "run-sdgm"], keep=False)  # left by an earlier --keep
     models = {}
     for name in ("adgm", "sdgm"):
         models[name] = record = train_and_record(name, quick, mnist, folder, data_dir)

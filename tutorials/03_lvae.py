@@ -55,7 +55,7 @@ from ppl_dgm.guides.ladder import precision_weighted_merge
 from ppl_dgm.infer.importance import log_weights
 from ppl_dgm.infer.psis import pareto_k
 from ppl_dgm.results import atomic_write
-from ppl_dgm.train.loop import Trainer
+from ppl_dgm.training.loop import Trainer
 from ppl_dgm.tutorial import cleanup, output_dir, run_main
 
 # %% [markdown]

@@ -61,7 +61,7 @@ from ppl_dgm import registry, results
 from ppl_dgm.config import resolve
 from ppl_dgm.evaluate import PER_EXAMPLE, evaluate_run
 from ppl_dgm.plots import grid_image
-from ppl_dgm.train.loop import Trainer, load_run
+from ppl_dgm.training.loop import Trainer, load_run
 from ppl_dgm.tutorial import cleanup, output_dir, run_main
 
 warnings.filterwarnings("ignore", message="TraceEnum_ELBO found no sample sites")

@@ -65,8 +65,8 @@ from ppl_dgm import registry
 from ppl_dgm.config import resolve
 from ppl_dgm.nn.spatial import transform
 from ppl_dgm.plots import plot_glimpses
-from ppl_dgm.train.common import default_validation_size
-from ppl_dgm.train.loop import Trainer
+from ppl_dgm.training.common import default_validation_size
+from ppl_dgm.training.loop import Trainer
 from ppl_dgm.tutorial import cleanup, output_dir, run_main
 
 # %% [markdown]

@@ -175,7 +175,7 @@ def cli(*argv: str) -> None:
 # %% [markdown]
 # ## What the mixture learnt
 #
-# After training we load the run with the library's API (`ppl_dgm.train.loop.load_run`) and look
+# After training we load the run with the library's API (`ppl_dgm.training.loop.load_run`) and look
 # at the prior: the distance between the class means $\lVert\mu_y - \mu_{y'}\rVert$ against the
 # components' scales, and the test points' $\mathbb E_q[z\mid x]$ in the plane of the first two
 # principal axes of the means, coloured by their true class, with the components' means. The
@@ -191,7 +191,7 @@ def mixture_figure(run_dir: Path, path: Path) -> dict:
     from matplotlib.figure import Figure
 
     from ppl_dgm.results import atomic_write
-    from ppl_dgm.train.loop import load_run
+    from ppl_dgm.training.loop import load_run
 
     trainer = load_run(run_dir, device="cpu")
     p, q = trainer.pair.p, trainer.pair.q

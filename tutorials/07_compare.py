@@ -47,7 +47,7 @@ import pyro.distributions as dist
 import torch
 from pyro.infer import RenyiELBO
 
-from ppl_dgm.compare import compare
+from ppl_dgm.comparison import compare
 from ppl_dgm.infer.gradient_stats import snr
 from ppl_dgm.infer.gradients import draw_gradients
 from ppl_dgm.infer.objectives import loss_and_surrogate

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import inspect
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ppl_dgm.data.image_data import ImageData
 from ppl_dgm.data.mnist import DataNotFoundError, load_mnist, read_npz
 from ppl_dgm.data.splits import Split, balanced_labelled_indices, semi_supervised_split
 from ppl_dgm.errors import UserError
@@ -32,32 +32,6 @@ __all__ = [
 ]
 
 DATASETS = ("digits", "mnist", "mnist-sequence", "svhn", "norb", "omniglot")
-
-
-@dataclass
-class ImageData:
-    """Images in [0, 1] (float32, shape ``(N, *image_shape)``) with integer labels.
-
-    ``y`` has shape ``(N,)`` for single labels or ``(N, T)`` for sequences of T labels.
-    """
-
-    name: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    n_classes: int
-    #: the file (or folder of files) actually read, when known: what a run should record as its
-    #: data, rather than the ``--data-dir`` it was given
-    source: str | None = None
-
-    @property
-    def image_shape(self) -> tuple[int, ...]:
-        return tuple(self.x_train.shape[1:])
-
-    @property
-    def x_dim(self) -> int:
-        return int(np.prod(self.image_shape))
 
 
 def check_labels(name: str, y_train: np.ndarray, y_test: np.ndarray) -> int:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ppl_dgm.data.image_data import ImageData
 from ppl_dgm.data.mnist import cache_dir, load_mnist, search_dirs
 
 DIGIT = 28
@@ -231,7 +232,7 @@ def load_mnist_sequence(
     seed: int = 0,
     cache: bool = True,
 ):
-    """The cluttered MNIST sequence data set as :class:`ppl_dgm.data.ImageData`.
+    """The cluttered MNIST sequence data set as :class:`~ppl_dgm.data.image_data.ImageData`.
 
     ``x`` is float32 ``(N, canvas, canvas)`` in [0, 1], ``y`` int64 ``(N, n_digits)``. The arrays
     are looked up by their cache name in ``data_dir`` (else ``$PPL_DGM_DATA``) and the user cache;
@@ -240,8 +241,6 @@ def load_mnist_sequence(
     (:func:`ppl_dgm.data.mnist.cache_dir`), never into a data folder given for reading
     (``cache=False`` builds without reading or writing).
     """
-    from ppl_dgm.data import ImageData
-
     opts = dict(n_digits=int(n_digits), n_clutter=int(n_clutter), canvas=int(canvas),
                 clutter_size=int(clutter_size), n_train=int(n_train), n_test=int(n_test),
                 seed=int(seed))

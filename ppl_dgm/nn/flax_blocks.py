@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from numpyro.contrib.module import flax_module
 
+from ppl_dgm.models.common import PAPER_MIN_SCALE
 from ppl_dgm.nn.init_rules import SMALL_STD, check_weight_init, hidden_gain
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -184,6 +185,37 @@ class GaussianMLP(nn.Module):
         h = MultiInputMLP(self.hidden, self.act, self.batch_norm, self.weight_init, name="mlp")(
             *inputs, train=train)
         return GaussianHead(self.out_dim, weight_init=self.weight_init, name="head")(h)
+
+
+class GaussianLayer(nn.Module):
+    """A Gaussian conditional: a two-layer MLP (submodule ``mlp``) then a Gaussian head (``head``).
+
+    The LVAE's connection (``models/lvae_numpyro.py``, ``guides/hierarchical_numpyro.py``,
+    ``guides/ladder_numpyro.py``; CaGeM's layers): batch norm in the hidden layers and on the
+    mean/variance heads, variance ``softplus(h) + min_scale**2``. Returns ``(h, loc, scale)``: ``h``
+    is the MLP's last hidden layer (the ladder guide's deterministic d_{k+1}), ``(loc, scale)`` the
+    head's Gaussian. The twin of ``torch_blocks.GaussianMLP`` (``mlp.input_0, mlp.bn_0,
+    mlp.dense_1, mlp.bn_1`` are the torch ``mlp.inputs[0], mlp.first[0], mlp.rest[0],
+    mlp.rest[1]``; ``head.loc, head.logvar, head.loc_bn, head.logvar_bn`` the torch head's).
+    """
+
+    out_dim: int
+    hidden: int
+    act: str = "leaky_relu"
+    batch_norm: bool = True
+    min_scale: float = PAPER_MIN_SCALE
+    n_hidden: int = 2
+    variance: str = "softplus"
+
+    @nn.compact
+    def __call__(self, *u: jax.Array,
+                 train: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
+        # several inputs (CaGeM's p(z1 | y, z2)): one projection each, summed (``mlp.input_i``)
+        h = MultiInputMLP((self.hidden,) * self.n_hidden, self.act, self.batch_norm,
+                          name="mlp")(*u, train=train)
+        loc, scale = GaussianHead(self.out_dim, self.batch_norm, self.min_scale, self.variance,
+                                  name="head")(h, train=train)
+        return h, loc, scale
 
 
 def network(name: str, module: nn.Module, *example_inputs: jax.Array,

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ppl_dgm.models.common import PAPER_MIN_SCALE
 from ppl_dgm.nn.init_rules import SMALL_STD, check_weight_init, hidden_gain
 
 ACTIVATIONS = {
@@ -127,6 +128,39 @@ class GaussianHead(nn.Module):
         if self.min_scale > 0:
             scale = scale + self.min_scale
         return loc, scale
+
+
+class GaussianMLP(nn.Module):
+    """A Gaussian conditional ``N(loc(u), scale(u)^2)``: a two-layer MLP then a Gaussian head.
+
+    The LVAE's connection ("each connection is a two-layer MLP", Sønderby et al. 2016): batch norm
+    goes in both hidden layers and on the mean and log-variance heads when ``batch_norm`` is set.
+    Used for the LVAE's p(z_i | z_{i+1}) (``models/lvae.py``), for the plain guide's
+    q(z_i | z_{i-1}) and the ladder guide's bottom-up pass and own top-down path
+    (``guides/hierarchical.py``, ``guides/ladder.py``), and for CaGeM's layers. The variance is
+    ``softplus(h) + min_scale**2`` as in the authors' code, except that theirs adds the 1e-5 only
+    inside the log-densities (their samples and the ladder's merge use softplus(h) alone); here the
+    floored variance is used everywhere. ``variance="exp"`` gives an unconstrained log-variance:
+    with exp, the plain 5-layer guide overflowed within two MNIST epochs.
+
+    ``in_dim`` may be a sequence of input sizes (CaGeM's p(z1 | y, z2), q(z2 | z1, y)): each input
+    gets its own linear projection and the projections are summed (:class:`MultiInputMLP`), so an
+    input that does not depend on an enumerated variable is projected once; call it as
+    ``layer(u1, u2)``. With one input the parameters are those of a plain MLP (``mlp.inputs.0``...).
+    """
+
+    def __init__(self, in_dim: int | Sequence[int], hidden: int | Sequence[int], out_dim: int,
+                 activation: str = "leaky_relu", batch_norm: bool = True,
+                 min_scale: float = PAPER_MIN_SCALE, n_hidden: int = 2,
+                 variance: str = "softplus") -> None:
+        super().__init__()
+        widths = [hidden] * n_hidden if isinstance(hidden, int) else list(hidden)
+        in_dims = [in_dim] if isinstance(in_dim, int) else list(in_dim)
+        self.mlp = MultiInputMLP(in_dims, widths, activation, batch_norm)
+        self.head = GaussianHead(self.mlp.out_dim, out_dim, batch_norm, min_scale, variance)
+
+    def forward(self, *u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(self.mlp(*u))
 
 
 def init_weights(module: nn.Module, scheme: str = "torch", small_std: float = SMALL_STD) -> None:

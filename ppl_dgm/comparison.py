@@ -23,7 +23,6 @@ interrupted ones; ``report_only`` rebuilds the four files from the runs already 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -37,6 +36,7 @@ import numpy as np
 import xarray as xr
 
 from ppl_dgm import registry, results
+from ppl_dgm.backends import trainer_class
 from ppl_dgm.errors import UserError
 from ppl_dgm.infer.objective_names import Objective, parse
 
@@ -123,16 +123,6 @@ def arm_config(arm: Arm, seed: int, *, epochs: int | None, minutes: float | None
     return resolve(spec, overrides, hparams or {})
 
 
-def _trainer_class(backend: str) -> Any:
-    if backend == "numpyro":
-        from ppl_dgm.train.numpyro_loop import NumPyroTrainer
-
-        return NumPyroTrainer
-    from ppl_dgm.train.loop import Trainer
-
-    return Trainer
-
-
 def _diagnose(trainer: Any, backend: str, draws: int) -> dict[str, Any]:
     if backend == "numpyro":
         from ppl_dgm.infer.numpyro_gradients import diagnose
@@ -178,7 +168,7 @@ def run_arm(arm: Arm, config: Any, run_dir: Path, *, grad_draws: int, iw_samples
     extra = 0.0
     run_dir.mkdir(parents=True, exist_ok=True)
     results.write_json(run_dir / ARM_FILE, arm.to_dict())
-    trainer = _trainer_class(arm.backend)(config, run_dir, progress=progress)
+    trainer = trainer_class(arm.backend)(config, run_dir, progress=progress)
     grads = _read(run_dir / GRADIENTS)
     done = (run_dir / results.SUMMARY).is_file()
     resume = (run_dir / _checkpoint_name(arm.backend)).is_file()
@@ -261,7 +251,7 @@ def compare(models: Sequence[str] = (), objectives: Sequence[str] = (), *,
     for arm in arms:
         run_dir = out / "runs" / arm.folder / f"seed{seeds[0]}"
         if not _finished(run_dir, iw_samples, grad_draws):
-            trainer = _trainer_class(arm.backend)(configs[(arm, seeds[0])], run_dir,
+            trainer = trainer_class(arm.backend)(configs[(arm, seeds[0])], run_dir,
                                                   progress=False)
             del trainer
     results.write_json(out / "compare.json", {
@@ -537,88 +527,3 @@ def _quiet() -> Any:
             ctx.__exit__(*exc)
 
     return _Exit()
-
-
-# ------------------------------------------------------------------------------------ the CLI
-#: Training flags of ``train`` that compare sets per arm (not shared options).
-_PER_ARM = ("seed", "elbo", "backend", "epochs", "max_minutes")
-
-
-def _csv(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(item) for item in _csv(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``compare`` on the ``ppl-dgm`` sub-command parsers."""
-    from ppl_dgm.cli import TRAIN_FLAGS
-
-    parser = subparsers.add_parser(
-        "compare", help="compare inference algorithms: arms x seeds, one folder of results",
-        description=__doc__.split("\n\n")[0] + "\n\nExamples:\n"
-        "  ppl-dgm compare m2 --objectives trace_enum,trace,trace_graph --seeds 0,1,2 --minutes 5\n"
-        "  ppl-dgm compare vae lvae --objectives trace,iwae:5 --epochs 10\n"
-        "  ppl-dgm compare m2 --objectives trace_enum,trace_graph --backends pyro,numpyro ...\n"
-        "  ppl-dgm compare --report-only --out DIR   # rebuild the table and figure",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="*", metavar="MODEL",
-                        help="names of 'ppl-dgm models', or your own pair as "
-                             "path/to/my_pair.py:build")
-    parser.add_argument("--objectives", type=_csv, default=None,
-                        help="comma-separated objectives (trace_enum, trace, trace_graph, "
-                             "trace_meanfield, renyi, rws, iwae:K, renyi:ALPHA:K, rws:K; see "
-                             "'ppl-dgm train --help')")
-    parser.add_argument("--backends", type=_csv, default=["pyro"],
-                        help="comma-separated: pyro, numpyro (default pyro)")
-    parser.add_argument("--seeds", type=_ints, default=None,
-                        help="comma-separated (default 0; with --report-only: every seed found)")
-    parser.add_argument("--minutes", type=float, default=None,
-                        help="training wall time per arm and seed (stops after the epoch that "
-                             "passes it)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs per arm and seed")
-    parser.add_argument("--iw-samples", type=int, default=1000,
-                        help="particles K of the IW log-likelihood (0: skip; default 1000)")
-    parser.add_argument("--iw-subset", type=int, default=1000,
-                        help="first N test points for the IW log-likelihood (default 1000)")
-    parser.add_argument("--grad-draws", type=int, default=50,
-                        help="gradient draws of the SNR diagnostics (0: skip; default 50)")
-    parser.add_argument("--out", default="compare", help="output folder (default ./compare)")
-    parser.add_argument("--report-only", action="store_true",
-                        help="train nothing: rebuild comparison.* from the runs in --out")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="network hyperparameter for every arm, e.g. --set z_dim=32")
-    parser.add_argument("--no-progress", action="store_true")
-    for name, kwargs in TRAIN_FLAGS.items():
-        if name not in _PER_ARM and name != "renyi_alpha":
-            parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **kwargs)
-    parser.set_defaults(func=cmd_compare)
-    return parser
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    from ppl_dgm.cli import TRAIN_FLAGS, _key_values
-
-    if args.minutes is not None and args.epochs is not None:
-        raise UserError("--minutes and --epochs both given", "give one budget per arm")
-    if not args.report_only and (not args.models or not args.objectives):
-        raise UserError("compare needs MODEL ... and --objectives",
-                        "e.g. ppl-dgm compare m2 --objectives trace_enum,trace --epochs 5")
-    options = {name: getattr(args, name) for name in TRAIN_FLAGS
-               if name not in _PER_ARM and name != "renyi_alpha"
-               and getattr(args, name, None) is not None}
-    seeds = args.seeds if args.seeds is not None else ([] if args.report_only else [0])
-    ds = compare(args.models, args.objectives or (), backends=args.backends, seeds=seeds,
-                 epochs=args.epochs, minutes=args.minutes, out=args.out, options=options,
-                 hparams=_key_values(args.set, "--set"), iw_samples=args.iw_samples,
-                 iw_subset=args.iw_subset, grad_draws=args.grad_draws,
-                 progress=not args.no_progress, report_only=args.report_only)
-    print((Path(args.out) / "comparison.md").read_text())
-    print(f"wrote {', '.join(str(Path(args.out) / f) for f in FILES)} "
-          f"({ds.sizes['arm']} arms x {ds.sizes['seed']} seeds)")
-    return 0

@@ -45,8 +45,9 @@ from ppl_dgm.infer.diagnostics import active_units, site_kl
 from ppl_dgm.infer.free_bits import free_bits_loss
 from ppl_dgm.infer.importance import elbo_per_example
 from ppl_dgm.pair import Pair
+from ppl_dgm.spec import ModelSpec
 from ppl_dgm.threads import apply_threads
-from ppl_dgm.train.common import (  # noqa: F401  (re-exported: backend-neutral pieces)
+from ppl_dgm.training.common import (  # noqa: F401  (re-exported: backend-neutral pieces)
     TEST_BINARIZATION_SEED,
     VALIDATION_SEED,
     DataInfo,
@@ -72,10 +73,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_pair(config: TrainConfig, info: DataInfo) -> Pair:
+def build_pair(config: TrainConfig, info: DataInfo, spec: ModelSpec | None = None) -> Pair:
     """The pair of ``config.model`` (registered, or from ``config.source``: see
     :mod:`ppl_dgm.contract`), with alpha for semi-supervised pairs; checks the returned type."""
-    spec = registry.resolve_spec(config.model, config.backend, config.source)
+    spec = spec or registry.resolve_spec(config.model, config.backend, config.source)
     hparams = dict(config.hparams)
     if spec.task == "semi-supervised":
         hparams["alpha"] = config.alpha if config.alpha is not None else default_alpha(info)
@@ -169,9 +170,10 @@ def gradient_norm(params: list[torch.Tensor]) -> torch.Tensor:
 
 class Trainer(EpochLoop):
     """Trains one registered model on one data set; see the module docstring and
-    :class:`~ppl_dgm.train.common.EpochLoop` (the epochs, records and summary)."""
+    :class:`~ppl_dgm.training.common.EpochLoop` (the epochs, records and summary)."""
 
-    def __init__(self, config: TrainConfig, run_dir: str | Path, progress: bool = True) -> None:
+    def __init__(self, config: TrainConfig, run_dir: str | Path, progress: bool = True,
+                 spec: ModelSpec | None = None) -> None:
         if config.scan_steps > 1:
             raise UserError("--scan-steps compiles NumPyro steps together; the Pyro backend runs "
                             "one step at a time", "omit --scan-steps, or add --backend numpyro")
@@ -181,13 +183,13 @@ class Trainer(EpochLoop):
         self.config = config
         self.run_dir = Path(run_dir)
         self.progress = progress
-        self.spec = registry.resolve_spec(config.model, config.backend, config.source)
+        self.spec = spec or registry.resolve_spec(config.model, config.backend, config.source)
         if config.source is None and self.spec.source is not None:  # TrainConfig(model="f.py:build")
             config.model, config.source = self.spec.name, self.spec.source
         self.task = self.spec.task
         self.device = resolve_device(config.device)
         self.flatten = self.task != "supervised"
-        self.data, self.split, self.info = prepare_data(config)
+        self.data, self.split, self.info = prepare_data(config, self.spec)
         self.task = training_task(self.task, self.info)  # --labels 0: unsupervised
         self._to_device()
 
@@ -196,7 +198,7 @@ class Trainer(EpochLoop):
         pyro.enable_validation(config.validate)
         pyro.set_rng_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
-        self.pair = build_pair(config, self.info).to(self.device)
+        self.pair = build_pair(config, self.info, self.spec).to(self.device)
         self.check_pair()
         check_objective(config, self.pair, self.task, self.x_train[:2])
         self.elbo = make_elbo(config, self.pair)

@@ -1,6 +1,6 @@
 """The training loop of the NumPyro backend: ``numpyro.infer.SVI`` with optax, checkpoints, records.
 
-The twin of ``ppl_dgm.train.loop.Trainer`` (same constructor, ``fit``, run directory and summary
+The twin of ``ppl_dgm.training.loop.Trainer`` (same constructor, ``fit``, run directory and summary
 keys) for pairs registered with ``backend="numpyro"``. One SVI step is one jit-compiled function of
 the SVI state, the on-device training arrays and the step's index batches: it gathers the labelled
 and the unlabelled batch, binarises them dynamically (``jax.random.bernoulli``, keyed by the step
@@ -63,8 +63,9 @@ from ppl_dgm.infer.numpyro_objectives import (
 from ppl_dgm.infer.objective_names import BACKEND_OBJECTIVES
 from ppl_dgm.infer.objective_names import check as check_objective
 from ppl_dgm.numpyro_pair import NumPyroPair
+from ppl_dgm.spec import ModelSpec
 from ppl_dgm.threads import start_xla
-from ppl_dgm.train.common import (
+from ppl_dgm.training.common import (
     TEST_BINARIZATION_SEED,
     VALIDATION_SEED,
     DataInfo,
@@ -100,10 +101,10 @@ def device_name(device: jax.Device) -> str:
     return "cpu" if device.platform == "cpu" else f"cuda:{device.id}"
 
 
-def build_pair(config: TrainConfig, info: DataInfo) -> NumPyroPair:
+def build_pair(config: TrainConfig, info: DataInfo, spec: ModelSpec | None = None) -> NumPyroPair:
     """The registered NumPyro pair, with alpha (default 0.1 * N / N_labelled) for semi-supervised
     and ``num_particles`` (used by pairs that draw their particles inside the programs)."""
-    spec = registry.resolve_spec(config.model, config.backend, config.source)
+    spec = spec or registry.resolve_spec(config.model, config.backend, config.source)
     hparams = dict(config.hparams)
     if spec.task == "semi-supervised":
         hparams["alpha"] = config.alpha if config.alpha is not None else default_alpha(info)
@@ -173,7 +174,7 @@ class NumPyroTrainer(EpochLoop):
     checkpoint_name = CHECKPOINT
 
     def __init__(self, config: TrainConfig, run_dir: str | Path, progress: bool = True,
-                 initialise: bool = True) -> None:
+                 initialise: bool = True, spec: ModelSpec | None = None) -> None:
         """``initialise=False`` skips drawing (and compiling) the initial parameters: the SVI
         state is then only its structure until :meth:`load_checkpoint` (see :func:`load_run`)."""
         start_xla(config.threads or 0)  # XLA's thread pool sized for --threads (ppl_dgm.threads)
@@ -183,7 +184,7 @@ class NumPyroTrainer(EpochLoop):
         self.config = config
         self.run_dir = Path(run_dir)
         self.progress = progress
-        self.spec = registry.resolve_spec(config.model, config.backend, config.source)
+        self.spec = spec or registry.resolve_spec(config.model, config.backend, config.source)
         if config.source is None and self.spec.source is not None:  # TrainConfig(model="f.py:build")
             config.model, config.source = self.spec.name, self.spec.source
         self.task = self.spec.task
@@ -197,14 +198,14 @@ class NumPyroTrainer(EpochLoop):
         if config.free_bits > 0:
             raise ValueError("free bits are not implemented for the NumPyro backend")
         self.device = resolve_device(config.device)
-        self.data, self.split, self.info = prepare_data(config)
+        self.data, self.split, self.info = prepare_data(config, self.spec)
         self.task = training_task(self.task, self.info)  # --labels 0: unsupervised
         self._to_device()
 
         self.rng = np.random.default_rng(config.seed)
         init_key, self.binarize_key, self.eval_key = jax.random.split(
             jax.random.PRNGKey(config.seed), 3)
-        self.pair = build_pair(config, self.info)
+        self.pair = build_pair(config, self.info, self.spec)
         if initialise:  # the pair contract (ppl_dgm.contract) on four points, before any step
             x = self.x_train[:4]
             contract.check_numpyro_pair(

@@ -1,7 +1,7 @@
 """Backend-neutral pieces of training (numpy only): the data a run trains on, default weights and
 the epoch bookkeeping.
 
-Both trainers (``ppl_dgm.train.loop`` for Pyro, ``ppl_dgm.train.numpyro_loop`` for NumPyro) read the
+Both trainers (``ppl_dgm.training.loop`` for Pyro, ``ppl_dgm.training.numpyro_loop`` for NumPyro) read the
 data set, hold out the validation split, draw the balanced labelled subset and derive the papers'
 alpha through these functions, so the two backends train on exactly the same points for a seed; and
 both run their epochs through :class:`EpochLoop` (progress bar, per-epoch records, checkpoint
@@ -28,6 +28,7 @@ from ppl_dgm import registry, results, rundir
 from ppl_dgm.config import TrainConfig
 from ppl_dgm.data import ImageData, Split, load_dataset, semi_supervised_split
 from ppl_dgm.errors import DivergenceError, Interrupted, RunDirectoryError, UserError
+from ppl_dgm.spec import ModelSpec
 
 VALIDATION_SEED = 1
 TEST_BINARIZATION_SEED = 0
@@ -51,9 +52,11 @@ def default_validation_size(n_train: int) -> int:
     return 10_000 if n_train >= 50_000 else n_train // 10
 
 
-def prepare_data(config: TrainConfig) -> tuple[ImageData, Split, DataInfo]:
-    """Load ``config.dataset`` and split it: validation hold-out, balanced labelled subset."""
-    spec = registry.resolve_spec(config.model, config.backend, config.source)
+def prepare_data(config: TrainConfig, spec: ModelSpec | None = None
+                 ) -> tuple[ImageData, Split, DataInfo]:
+    """Load ``config.dataset`` and split it: validation hold-out, balanced labelled subset
+    (``spec``: the pair's, when the caller has resolved it already)."""
+    spec = spec or registry.resolve_spec(config.model, config.backend, config.source)
     data = load_dataset(config.dataset, config.data_dir, **config.dataset_options)
     n_val = (config.validation_size if config.validation_size is not None
              else default_validation_size(len(data.x_train)))
@@ -149,10 +152,9 @@ class EpochLoop:
             record["test_error"] = (auxiliary[same] if same in auxiliary
                                     else self.classification_error(self.x_test, self.y_test))
         if self.spec.task == "semi-supervised" and not self.classifies and len(self.x_val):
-            from ppl_dgm.evaluate import clustering  # --labels 0: the clusters against the classes
-
-            record["validation_clustering_accuracy"] = clustering(
-                self, self.predictions(self.x_val), self.y_val)["clustering_accuracy"]
+            # --labels 0: the clusters against the classes
+            record["validation_clustering_accuracy"] = self.clustering(
+                self.predictions(self.x_val), self.y_val)["clustering_accuracy"]
         if self.task != "supervised" and len(self.x_val):
             x_val = self.x_val_binary[:1000]
             record["validation_elbo"] = self.mean_elbo(x_val)
@@ -163,6 +165,23 @@ class EpochLoop:
                 # zero while a is in use (ppl_dgm.infer.auxiliary_diagnostics)
                 record["a_term"] = record["kl"].pop("a")
         return record
+
+    def clustering(self, predictions: Any, labels: Any = None) -> dict[str, Any]:
+        """For a label model trained without labels (``--labels 0``), the clustering accuracy of its
+        ``predictions`` under the best cluster-to-class assignment, and the cluster sizes
+        (:func:`ppl_dgm.infer.clustering.clustering_record`); else {}. ``labels``: the true classes
+        of the predicted points (default: the test set's)."""
+        if not (self.spec.task == "semi-supervised" and self.task == "unsupervised"):
+            return {}
+        from ppl_dgm.infer.clustering import clustering_record  # scipy, only for these runs
+
+        def host(a: Any) -> np.ndarray:
+            return a.cpu().numpy() if hasattr(a, "cpu") else np.asarray(a)
+
+        model = self.pair.p if hasattr(self.pair, "p") else self.pair.model
+        n_clusters = getattr(model, "n_classes", self.info.n_classes)
+        labels = self.y_test if labels is None else labels
+        return clustering_record(host(predictions), host(labels), n_clusters, self.info.n_classes)
 
     # ----------------------------------------------------------------------------- auxiliary a
     @property

@@ -58,7 +58,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ppl_dgm.config import TrainConfig
 from ppl_dgm.nn.torch_blocks import BatchNorm
-from ppl_dgm.train.loop import Trainer, resolve_device
+from ppl_dgm.spec import ModelSpec
+from ppl_dgm.training.loop import Trainer, resolve_device
 
 LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
@@ -141,13 +142,14 @@ def rank_seed(seed: int, rank: int, step: int) -> int:
 
 
 class DistributedTrainer(Trainer):
-    """:class:`~ppl_dgm.train.loop.Trainer` in one process of a data-parallel group; see the module
+    """:class:`~ppl_dgm.training.loop.Trainer` in one process of a data-parallel group; see the module
     docstring. Joins the default process group if it is not yet initialised."""
 
-    def __init__(self, config: TrainConfig, run_dir: str | Path, progress: bool = True) -> None:
+    def __init__(self, config: TrainConfig, run_dir: str | Path, progress: bool = True,
+                 spec: ModelSpec | None = None) -> None:
         device = resolve_device(config.device)
         self.rank, self.world_size, self.local_rank = init_process_group(device)
-        super().__init__(config, run_dir, progress=progress and self.rank == 0)
+        super().__init__(config, run_dir, progress=progress and self.rank == 0, spec=spec)
         self.writes_records = self.rank == 0
         n_l = min(config.labelled_batch_size, len(self.labelled))
         sizes = {"--batch-size": config.batch_size}

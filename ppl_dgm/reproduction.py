@@ -45,14 +45,15 @@ deviations from the paper's setting above its table.
 
 from __future__ import annotations
 
-import argparse
+import json
 import math
 import os
 import shlex
-import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -202,7 +203,7 @@ def _key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
 
 
 def run_config(claim: Claim, model: str, backend: str, device: str, seed: int, minutes: float,
-               args: argparse.Namespace) -> Any:
+               args: SimpleNamespace) -> Any:
     """The training configuration of one run: the registered recipe in the paper's setting."""
     spec = registry.get(model, backend)
     # epochs: the paper's cap where it has one (LVAE 2000), the registered one, else the budget
@@ -228,7 +229,7 @@ def run_config(claim: Claim, model: str, backend: str, device: str, seed: int, m
 
 def train_run(config: Any, run_dir: Path, progress: bool) -> dict[str, Any]:
     """Train (or continue) one run up to its budget; returns its summary."""
-    from ppl_dgm.cli import trainer_class
+    from ppl_dgm.backends import trainer_class
 
     summary_path = run_dir / results.SUMMARY
     exists = (run_dir / results.CONFIG).is_file()
@@ -307,7 +308,7 @@ def auxiliary_figures(run_dir: Path) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------ report
-def command_line(args: argparse.Namespace) -> str:
+def command_line(args: SimpleNamespace) -> str:
     """The exact command of this call, spelled out with every option that was given."""
     words = ["ppl-dgm", "reproduce", args.claim, "--minutes", f"{args.minutes:g}",
              "--device", args.device, "--backend", args.backend, "--out", str(args.out),
@@ -329,7 +330,7 @@ def command_line(args: argparse.Namespace) -> str:
     return shlex.join(words)
 
 
-def deviations(claim: Claim, args: argparse.Namespace) -> list[str]:
+def deviations(claim: Claim, args: SimpleNamespace) -> list[str]:
     out = []
     if args.dataset and args.dataset != claim.dataset:
         out.append(f"data set {args.dataset} instead of {claim.dataset}")
@@ -340,7 +341,7 @@ def deviations(claim: Claim, args: argparse.Namespace) -> list[str]:
     return out
 
 
-def _fmt(value: float | None, metric: str) -> str:
+def format_figure(value: float | None, metric: str) -> str:
     if value is None:
         return "-"
     return f"{100 * value:.2f}%" if metric == "test_error" else f"{value:.2f}"
@@ -431,7 +432,7 @@ def write_report(out: Path, claim: Claim, report: dict[str, Any]) -> None:
               "| model | backend | runs | epochs | wall minutes | final (each seed) | mean | std | "
               "paper | gap to paper |", "|---|---|---|---|---|---|---|---|---|---|"]
     for model, row in report["results"].items():
-        each = ", ".join(_fmt(v, metric) for v in row["values"])
+        each = ", ".join(format_figure(v, metric) for v in row["values"])
         std = row["spread"]["std"]
         std_text = "-" if std is None else (f"{100 * std:.2f}%" if metric == "test_error"
                                             else f"{std:.2f}")
@@ -441,8 +442,8 @@ def write_report(out: Path, claim: Claim, report: dict[str, Any]) -> None:
         lines.append(f"| {model} | {row['backend']} | {row['spread']['n']} | "
                      f"{', '.join(str(e) for e in row['epochs'])} | "
                      f"{', '.join(f'{m:.2f}' for m in row['minutes'])} | {each} | "
-                     f"{_fmt(row['spread']['mean'], metric)} | {std_text} | "
-                     f"{_fmt(row['paper'], metric)} | {gap_text} |")
+                     f"{format_figure(row['spread']['mean'], metric)} | {std_text} | "
+                     f"{format_figure(row['paper'], metric)} | {gap_text} |")
     aux_rows = [(model, row["auxiliary"]) for model, row in report["results"].items()
                 if any(row.get("auxiliary", []))]
     if aux_rows:
@@ -468,8 +469,8 @@ def write_report(out: Path, claim: Claim, report: dict[str, Any]) -> None:
         lines += ["", f"Paper's ordering ({' better than '.join(order['expected'])}): "
                   f"{'shows' if order['holds'] else 'does not show'} in these runs."]
     lines += ["", "Paper's figures (reported by the papers, not measured here):"]
-    lines += [f"- {m}: {_fmt(PAPER[m][0], metric)}"
-              + (f" ± {_fmt(PAPER[m][1], metric)}" if PAPER[m][1] else "") + f" — {PAPER[m][2]}"
+    lines += [f"- {m}: {format_figure(PAPER[m][0], metric)}"
+              + (f" ± {format_figure(PAPER[m][1], metric)}" if PAPER[m][1] else "") + f" — {PAPER[m][2]}"
               for m in report["models"] if m in PAPER]
     lines += ["", f"Learning curves: [{CURVES}]({CURVES}) (the paper's number as a dashed line).",
               "", "Commands (each call continues the same runs):", ""]
@@ -478,8 +479,35 @@ def write_report(out: Path, claim: Claim, report: dict[str, Any]) -> None:
     results.atomic_write(out / REPORT_MD, lambda tmp: Path(tmp).write_text("\n".join(lines)))
 
 
-def reproduce(args: argparse.Namespace) -> dict[str, Any]:
-    """Train or continue every run of the claim, then write the report; returns ``report.json``."""
+def reproduce(claim: str, minutes: float, *, device: str = "auto", backend: str = "auto",
+              out: str | os.PathLike | None = None, seeds: Sequence[int] = (0,),
+              models: Sequence[str] | None = None, iw_samples: int | None = None,
+              iw_subset: int | None = None, dataset: str | None = None,
+              data_dir: str | None = None, hparams: dict[str, Any] | None = None,
+              config: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train or continue every run of ``claim`` (:data:`CLAIMS`) for ``minutes`` of training time
+    each, then write the report (``report.md``, ``report.json``, curves) to ``out`` (default
+    ``runs/reproduce/CLAIM``); returns ``report.json``'s content.
+
+    ``device``: auto, cpu, cuda or cuda:N; ``backend``: auto (the faster one measured on this
+    kind of device), pyro or numpyro; ``seeds``: of the labelled subset and the runs; ``models``:
+    a subset of the claim's; ``iw_samples``: importance samples of the log-likelihood claims
+    (default 5000 on a GPU, 0 on a CPU: the test ELBO); ``iw_subset``: the first N test points
+    only. ``dataset``, ``data_dir``, ``hparams`` (network hyperparameters) and ``config``
+    (training options, e.g. ``{"steps_per_epoch": 10}``; ``epochs`` may grow on a later call)
+    change the paper's setting: the report lists them as deviations. Calling it again with the
+    same ``out`` and larger ``minutes`` continues the runs.
+    """
+    args = SimpleNamespace(
+        claim=claim, minutes=minutes, device=device, backend=backend, out=out,
+        seeds=list(seeds), models=list(models) if models else None, iw_samples=iw_samples,
+        iw_subset=iw_subset, dataset=dataset, data_dir=data_dir, no_progress=not progress,
+        set=[f"{k}={_text(v)}" for k, v in (hparams or {}).items()],
+        config=[f"{k}={_text(v)}" for k, v in (config or {}).items()])
+    if backend not in ("auto", "pyro", "numpyro"):
+        raise UserError(f"unknown backend {backend!r}", "use auto, pyro or numpyro")
+    if not args.seeds:
+        raise UserError("reproduce needs at least one seed", "e.g. seeds=[0]")
     if args.claim not in CLAIMS:
         raise UserError(f"unknown claim {args.claim!r}", f"choose one of {list(CLAIMS)}")
     claim = CLAIMS[args.claim]
@@ -570,65 +598,5 @@ def reproduce(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def cmd_reproduce(args: argparse.Namespace) -> int:
-    report = reproduce(args)
-    out = Path(args.out or Path("runs") / "reproduce" / args.claim)
-    for model, row in report["results"].items():
-        mean = row["spread"]["mean"]
-        print(f"{model}: {report['figure']} {_fmt(mean, report['metric'])} over "
-              f"{row['spread']['n']} run(s); paper {_fmt(row['paper'], report['metric'])}")
-    print(f"report: {out / REPORT_MD}")
-    return 0
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``reproduce`` on the ``ppl-dgm`` sub-command parsers."""
-    parser = subparsers.add_parser(
-        "reproduce", help="run a paper's claim within a time budget and write a report",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("claim", help=f"one of {', '.join(CLAIMS)}")
-    parser.add_argument("--minutes", type=float, required=True,
-                        help="training time of every run (model x seed); a larger value on the "
-                             "same --out continues the runs")
-    parser.add_argument("--device", default="auto",
-                        help="auto (cuda when a GPU is present, else cpu), cpu, cuda or cuda:N "
-                             "(default auto)")
-    parser.add_argument("--backend", default="auto", choices=["auto", "pyro", "numpyro"],
-                        help="default auto: the faster backend of the model measured on this "
-                             "kind of device (benchmarks/results/throughput), else numpyro on a "
-                             "GPU and pyro on a CPU")
-    parser.add_argument("--out", default=None, help="report folder (default runs/reproduce/CLAIM)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
-                        help="seeds of the labelled subset and the runs (default 0)")
-    parser.add_argument("--models", nargs="+", default=None,
-                        help="a subset of the claim's models (default: all of them)")
-    parser.add_argument("--iw-samples", type=int, default=None,
-                        help="importance samples of the log-likelihood claims (default 5000 on a "
-                             "GPU, 0 on a CPU: the test ELBO is reported)")
-    parser.add_argument("--iw-subset", type=int, default=None,
-                        help="estimate the log-likelihood on the first N test points only (a CPU "
-                             "evaluates about 1-2 points per second with 5000 samples; default: "
-                             "all)")
-    parser.add_argument("--dataset", default=None,
-                        help="another data set (smoke tests; marked as a deviation in the report)")
-    parser.add_argument("--data-dir", default=None,
-                        help="folder holding the data (else $PPL_DGM_DATA, then the user cache)")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="override a network hyperparameter (a deviation)")
-    parser.add_argument("--config", action="append", metavar="KEY=VALUE",
-                        help="override a training setting, e.g. steps_per_epoch=10 (a deviation; "
-                             "epochs may grow on a later call)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.set_defaults(func=cmd_reproduce)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m ppl_dgm.reproduce ...`` (the same as ``ppl-dgm reproduce ...``)."""
-    from ppl_dgm.cli import main as cli_main
-
-    return cli_main(["reproduce", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)

@@ -6,7 +6,7 @@ GPUs, or all CPU devices, e.g. ``XLA_FLAGS=--xla_force_host_platform_device_coun
 (parameters, optimiser and batch-norm state) and the data arrays replicated on it
 (``NamedSharding(mesh, P())``), each step's index batches split along the mesh
 (``NamedSharding(mesh, P("batch"))``, ``jax.device_put``). The training step is the one of
-:class:`~ppl_dgm.train.numpyro_loop.NumPyroTrainer`, compiled for these shardings: XLA partitions the
+:class:`~ppl_dgm.training.numpyro_loop.NumPyroTrainer`, compiled for these shardings: XLA partitions the
 gathering, the binarisation and the SVI update over the devices and sums the gradients across them,
 and the updated state comes back replicated. The result is the one-device step's up to
 floating-point rounding (tested with two forced host devices): JAX's random numbers do not depend on
@@ -29,7 +29,8 @@ from jax.sharding import PartitionSpec as P
 
 from ppl_dgm.config import TrainConfig
 from ppl_dgm.errors import UserError
-from ppl_dgm.train.numpyro_loop import NumPyroTrainer, resolve_device
+from ppl_dgm.spec import ModelSpec
+from ppl_dgm.training.numpyro_loop import NumPyroTrainer, resolve_device
 
 # positions of the index batches in NumPyroTrainer._step_args(...) per task
 _INDEX_ARGS = {"semi-supervised": (2, 3), "unsupervised": (1,), "supervised": (2,)}
@@ -41,18 +42,18 @@ def batch_mesh(platform: str) -> Mesh:
 
 
 class ShardedNumPyroTrainer(NumPyroTrainer):
-    """:class:`~ppl_dgm.train.numpyro_loop.NumPyroTrainer` with the batch sharded over the devices of
+    """:class:`~ppl_dgm.training.numpyro_loop.NumPyroTrainer` with the batch sharded over the devices of
     the run's platform; see the module docstring."""
 
     def __init__(self, config: TrainConfig, run_dir: str | Path, progress: bool = True,
-                 initialise: bool = True) -> None:
+                 initialise: bool = True, spec: ModelSpec | None = None) -> None:
         if config.scan_steps > 1:
             raise UserError("--scan-steps is not available with the batch sharded over devices",
                             "omit --scan-steps (or set it to 0)")
         self.mesh = batch_mesh(resolve_device(config.device).platform)
         self.replicated = NamedSharding(self.mesh, P())
         self.batch_sharding = NamedSharding(self.mesh, P("batch"))
-        super().__init__(config, run_dir, progress=progress, initialise=initialise)
+        super().__init__(config, run_dir, progress=progress, initialise=initialise, spec=spec)
         self.n_devices = self.mesh.devices.size
         names = ("the labelled batch (--labelled-batch-size, at most --labels)", "--batch-size")
         for name, size in zip(names, self.batch_sizes, strict=True):

@@ -33,7 +33,6 @@ The aggregate, written when the runs are done:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import json
@@ -43,6 +42,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from ppl_dgm import results
-from ppl_dgm.errors import EXIT_RUNS_FAILED, Interrupted
+from ppl_dgm.errors import Interrupted, UserError
 from ppl_dgm.threads import thread_environment, validate_threads
 
 SWEEP_JSON = "sweep.json"
@@ -77,21 +77,10 @@ def parse_seeds(text: str) -> list[int]:
                 raise ValueError
             seeds += [s for s in values if s not in seeds]
     except ValueError:
-        raise ValueError(f"--seeds {text!r} is not a list of seeds: write e.g. 0-4 or 0,3,7") from None
+        raise UserError(f"--seeds {text!r} is not a list of seeds", "write e.g. 0-4 or 0,3,7") from None
     if not seeds or min(seeds) < 0:
-        raise ValueError(f"--seeds {text!r}: seeds are whole numbers >= 0 (e.g. 0-4)")
+        raise UserError(f"--seeds {text!r}: seeds are whole numbers >= 0", "e.g. 0-4")
     return seeds
-
-
-def _values(text: str, flag: str) -> list[Any]:
-    from ppl_dgm.config import parse_value
-
-    values = [parse_value(v.strip()) for v in text.split(",") if v.strip()]
-    if not values:
-        raise ValueError(f"{flag} {text!r} lists no values: write e.g. 20,100")
-    if len(set(map(str, values))) != len(values):
-        raise ValueError(f"{flag} {text!r} repeats a value")
-    return values
 
 
 @dataclass
@@ -371,139 +360,130 @@ def write_aggregate(out: Path, runs: list[Run], dims: list[str], attrs: dict[str
     return ds
 
 
-# ----------------------------------------------------------------------------------------- CLI
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """The ``sweep`` command (registered by ``ppl_dgm.cli``)."""
-    from ppl_dgm.cli import TRAIN_FLAGS
+# -------------------------------------------------------------------------------------- the API
+def _train_args(options: dict[str, Any], hparams: dict[str, Any]) -> list[str]:
+    """The ``ppl-dgm train`` arguments of fixed options (those of :data:`ppl_dgm.config.OPTIONS`
+    with a flag) and network hyperparameters."""
+    from ppl_dgm.config import OPTIONS
 
-    sw = subparsers.add_parser(
-        "sweep", help="a grid of runs (seeds x labels x ...) on local workers or Ray, aggregated",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sw.add_argument("model")
-    sw.add_argument("--seeds", default="0-4", help="seeds to run: 0-4, 0,3,7 or 0-2,10 (default 0-4)")
-    sw.add_argument("--labels", default=None,
-                    help="labelled-set sizes to sweep, e.g. 20,100 (default: the model's, not swept)")
-    sw.add_argument("--grid", action="append", metavar="KEY=V1,V2",
-                    help="another swept option: a train option (lr=0.001,0.0003) or a network "
-                         "hyperparameter (z_dim=16,32); repeatable")
-    sw.add_argument("--workers", type=int, default=1,
-                    help="local worker processes running at once (default 1)")
-    sw.add_argument("--ray", metavar="ADDRESS", default=None,
-                    help="run on the Ray cluster at ADDRESS ('auto', 'ray://host:10001', ...) instead "
-                         "of local workers (needs the ray extra)")
-    sw.add_argument("--threads", type=int, default=1,
-                    help="CPU threads of each run (default 1: one job per core, one thread each)")
-    sw.add_argument("--retries", type=int, default=1,
-                    help="how often a failed run is tried again (default 1)")
-    sw.add_argument("--out", default=None, help="the sweep's folder (default runs/sweep-MODEL-TIME)")
-    for name, kwargs in TRAIN_FLAGS.items():
-        if name not in OWN_FLAGS:
-            sw.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
-                            **{**kwargs, "help": (kwargs.get("help") or "") + " (each run)"})
-    sw.add_argument("--set", action="append", metavar="KEY=VALUE",
-                    help="a network hyperparameter of every run, e.g. --set z_dim=32")
-    sw.add_argument("--data-option", action="append", metavar="KEY=VALUE",
-                    help="options of the data set (passed to each run)")
-    sw.add_argument("--no-include-labelled", action="store_true",
-                    help="keep the labelled points out of the unlabelled set (each run)")
-    sw.set_defaults(func=cmd_sweep)
-    return sw
+    args: list[str] = []
+    for name, value in options.items():
+        opt = OPTIONS[name]
+        if name == "dataset_options":
+            for key, item in value.items():
+                args += ["--data-option", f"{key}={_text(item)}"]
+        elif opt.flag is None:
+            raise UserError(f"sweep runs 'ppl-dgm train' processes, which take no option {name}",
+                            "leave it out, or train those runs with ppl_dgm.train")
+        elif opt.kind == "bool":
+            if value != opt.default:
+                args.append(opt.flag)
+        else:
+            args += [opt.flag, _text(value)]
+    for key, value in hparams.items():
+        args += ["--set", f"{key}={_text(value)}"]
+    return args
 
 
-def _check(args: argparse.Namespace) -> None:
-    for flag, value, low in (("--workers", args.workers, 1), ("--retries", args.retries, 0)):
-        if value < low:
-            raise ValueError(f"{flag} must be >= {low} (got {value})")
-    validate_threads(args.threads)
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
 
 
-def _validate_runs(args: argparse.Namespace, spec: Any, swept: dict[str, list[Any]],
-                   hparam_keys: set[str]) -> None:
-    """Resolve the configuration of every grid point here, so that a bad option is one error now
-    rather than a failure of every run."""
-    from ppl_dgm.cli import TRAIN_FLAGS, _key_values
-    from ppl_dgm.config import resolve
+def sweep(model: str, *, seeds: str | list[int] = "0-4", labels: list[int] | None = None,
+          grid: dict[str, list[Any]] | None = None, workers: int = 1, ray: str | None = None,
+          threads: int = 1, retries: int = 1, out: str | os.PathLike | None = None,
+          hparams: dict[str, Any] | None = None,
+          say: Callable[..., None] | None = print, **options: Any) -> Any:
+    """Run the grid ``seeds`` x ``labels`` x ``grid`` of ordinary training runs and aggregate them
+    (see the module's docstring); returns the aggregate (``sweep.nc``) as an xarray Dataset, whose
+    ``status`` says which runs failed (``ok``/``failed``; the same call again retries them).
 
-    base = {name: getattr(args, name) for name in TRAIN_FLAGS if name not in OWN_FLAGS}
-    base["dataset_options"] = _key_values(args.data_option, "--data-option") or None
-    sets = _key_values(args.set, "--set")
+    ``seeds``: a list, or text such as ``"0-4"`` or ``"0,3,7"``. ``labels``: labelled-set sizes
+    to sweep (default: not swept). ``grid``: other swept options, a training option
+    (``{"lr": [1e-3, 3e-4]}``) or a network hyperparameter (``{"z_dim": [16, 32]}``).
+    ``workers``: local worker processes at once, or ``ray``: the address of a Ray cluster.
+    ``threads``: CPU threads of each run. ``retries``: how often a failed run is tried again.
+    ``hparams`` and ``options``: the fixed hyperparameters and training options of every run
+    (those of :func:`ppl_dgm.train`). ``say``: where the progress lines go (``None``: nowhere).
+    Raises ``UserError`` before anything runs when an option or grid point is invalid;
+    ``Interrupted`` on SIGINT/SIGTERM (each run keeps its checkpoint; the same call continues).
+    """
+    from ppl_dgm import registry
+    from ppl_dgm.config import OPTIONS, resolve
+
+    say = say or (lambda *a, **k: None)
+    for flag, value, low in (("workers", workers, 1), ("retries", retries, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise UserError(f"--{flag} must be an integer >= {low} (got {value!r})")
+    validate_threads(threads)
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise UserError(f"sweep got unknown options {unknown}",
+                        "the options are those of 'ppl-dgm train --help'")
+    own = sorted(k for k in options if k in OWN_FLAGS and options[k] is not None)
+    if own:
+        raise UserError(f"sweep sets {own} itself", "use seeds=, labels= (swept) and threads=")
+    spec = registry.resolve_spec(model, options.get("backend"))
+    seeds = parse_seeds(seeds) if isinstance(seeds, str) else list(seeds)
+    if not seeds or any(not isinstance(s, int) or s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise UserError(f"seeds must be distinct whole numbers >= 0 (got {seeds!r})", "e.g. 0-4")
+    swept: dict[str, list[Any]] = {}
+    if labels is not None:
+        swept["labels"] = _checked_values(list(labels), "--labels")
+    hparam_keys: set[str] = set()
+    for key, values in (grid or {}).items():
+        key = key.strip().replace("-", "_")
+        if key in swept or key in OWN_FLAGS:
+            raise UserError(f"--grid {key}: sweep it with its own option (--seeds, --labels) or "
+                            "once only")
+        if key not in OPTIONS:
+            if key not in spec.hparams:
+                raise UserError(f"--grid {key}: neither a train option nor a hyperparameter of "
+                                f"{spec.name} ({sorted(spec.hparams)})")
+            hparam_keys.add(key)
+        if options.get(key) is not None or key in (hparams or {}):
+            raise UserError(f"--{key.replace('_', '-')} is both fixed and swept (--grid)")
+        swept[key] = _checked_values(list(values), f"--grid {key}")
+    fixed_options = {k: v for k, v in options.items() if v is not None}
+    fixed = _train_args(fixed_options, hparams or {})
+    # every grid point's configuration resolved now: a bad option is one error, not failed runs
     names = list(swept)
     for combo in itertools.product(*(swept[n] for n in names)):
         point = dict(zip(names, combo, strict=True))
-        resolve(spec, {**base, **{k: v for k, v in point.items() if k not in hparam_keys}},
-                {**sets, **{k: v for k, v in point.items() if k in hparam_keys}})
-
-
-def cmd_sweep(args: argparse.Namespace) -> int:
-    from ppl_dgm import registry
-    from ppl_dgm.cli import TRAIN_FLAGS
-
-    _check(args)
-    spec = registry.resolve_spec(args.model, args.backend)
-    seeds = parse_seeds(args.seeds)
-    swept: dict[str, list[Any]] = {}
-    if args.labels is not None:
-        swept["labels"] = _values(args.labels, "--labels")
-    hparam_keys: set[str] = set()
-    for item in args.grid or []:
-        key, sep, values = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep:
-            raise ValueError(f"--grid expects KEY=V1,V2, got {item!r}")
-        if key in swept or key in OWN_FLAGS and key != "labels":
-            raise ValueError(f"--grid {key}: sweep it with its own option (--seeds, --labels) or "
-                             "once only")
-        if key not in TRAIN_FLAGS:
-            if key not in spec.hparams:
-                raise ValueError(f"--grid {key}: neither a train option nor a hyperparameter of "
-                                 f"{spec.name} ({sorted(spec.hparams)})")
-            hparam_keys.add(key)
-        if getattr(args, key, None) is not None:
-            raise ValueError(f"--{key.replace('_', '-')} is both fixed and swept (--grid)")
-        swept[key] = _values(values, f"--grid {key}")
-    fixed: list[str] = []
-    for name in TRAIN_FLAGS:
-        if name not in OWN_FLAGS and getattr(args, name) is not None:
-            fixed += ["--" + name.replace("_", "-"), str(getattr(args, name))]
-    for item in args.set or []:
-        fixed += ["--set", item]
-    for item in args.data_option or []:
-        fixed += ["--data-option", item]
-    if args.no_include_labelled:
-        fixed.append("--no-include-labelled")
-    _validate_runs(args, spec, swept, hparam_keys)
-    out = Path(args.out or f"runs/sweep-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+        resolve(spec, {**fixed_options, **{k: v for k, v in point.items() if k not in hparam_keys}},
+                {**(hparams or {}), **{k: v for k, v in point.items() if k in hparam_keys}})
+    out = Path(out or f"runs/sweep-{model}-{time.strftime('%Y%m%d-%H%M%S')}")
     # what the runs are (compared when the sweep is continued): not how many threads they use
-    options = {"model": args.model, "runs_options": list(fixed), "swept": sorted(swept),
-               "hparams_swept": sorted(hparam_keys)}
-    fixed += ["--no-progress", "--threads", str(args.threads)]
+    record_options = {"model": model, "runs_options": list(fixed), "swept": sorted(swept),
+                      "hparams_swept": sorted(hparam_keys)}
+    fixed += ["--no-progress", "--threads", str(threads)]
     record_path = out / SWEEP_JSON
     if record_path.is_file():
         before = results.read_json(record_path).get("options", {})
-        if before and before != options:
-            raise ValueError(f"{out} holds a sweep with other options ({before}); continue it with "
-                             "the same options or pick another --out")
-    runs = plan(args.model, seeds, swept, hparam_keys, fixed, out)
+        if before and before != record_options:
+            raise UserError(f"{out} holds a sweep with other options ({before})",
+                            "continue it with the same options or pick another --out")
+    runs = plan(model, seeds, swept, hparam_keys, fixed, out)
     for run in runs:  # a run directory that belongs to another sweep or run is not overwritten
         if (run.path / results.CONFIG).is_file() and not record_path.is_file():
-            raise ValueError(f"{run.path} already holds a run not started by this sweep: pick --out")
+            raise UserError(f"{run.path} already holds a run not started by this sweep",
+                            "pick another --out")
     # the engine first: a missing Ray is reported before anything is written
-    engine = _RayEngine(args.ray, args.threads) if args.ray else _LocalEngine(args.workers)
+    engine = _RayEngine(ray, threads) if ray else _LocalEngine(workers)
     out.mkdir(parents=True, exist_ok=True)
-    record: dict[str, Any] = {"options": options, "command": sys.argv, "seeds": seeds,
-                              "swept": swept, "workers": args.workers, "ray": args.ray,
-                              "threads": args.threads, "retries": args.retries}
+    record: dict[str, Any] = {"options": record_options, "command": sys.argv, "seeds": seeds,
+                              "swept": swept, "workers": workers, "ray": ray,
+                              "threads": threads, "retries": retries}
     results.write_json(record_path, {**record, "status": "running"})
     skipped = sum(run.finished() for run in runs)
-    print(f"sweep of {len(runs)} runs in {out} ({skipped} finished before, skipped) on "
-          + (f"Ray at {args.ray}" if args.ray else f"{args.workers} local worker(s)")
-          + f", {args.threads} thread(s) each")
+    say(f"sweep of {len(runs)} runs in {out} ({skipped} finished before, skipped) on "
+        + (f"Ray at {ray}" if ray else f"{workers} local worker(s)")
+        + f", {threads} thread(s) each")
     started = time.perf_counter()
     _STOPPING.clear()
     try:
         with _sigterm_raises():
-            execute(runs, engine, args.threads, args.retries,
-                    say=lambda *a, **k: print(*a, **k, flush=True))
+            execute(runs, engine, threads, retries, say=lambda *a, **k: say(*a, **k, flush=True))
     except (Interrupted, KeyboardInterrupt) as err:
         signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT
         # SIGTERM is forwarded to the runs; a Ctrl-C reached them already (one process group)
@@ -527,9 +507,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     finally:
         _STOPPING.clear()
     wall = time.perf_counter() - started
-    dims = list(swept)
-    attrs = {"model": args.model, "runs": len(runs), "options": options, "seeds": seeds}
-    write_aggregate(out, runs, dims, attrs)
+    attrs = {"model": model, "runs": len(runs), "options": record_options, "seeds": seeds}
+    ds = write_aggregate(out, runs, list(swept), attrs)
     run_seconds = [s for run in runs for s in run.seconds if np.isfinite(s)]
     record.update({
         "status": "done" if all(r.status == "ok" for r in runs) else "incomplete",
@@ -540,12 +519,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         "environment": results.environment("cpu"),
     })
     results.write_json(record_path, record)
-    print((out / "sweep.md").read_text())
-    print(f"wall time {wall:.1f} s for {len(run_seconds)} run attempts taking {sum(run_seconds):.1f} s "
-          f"in all; aggregate: {out / SWEEP_NC}")
-    failed = [run.name for run in runs if run.status != "ok"]
-    if failed:
-        print(f"ppl-dgm: error: {len(failed)} run(s) failed after retrying: {', '.join(failed)} "
-              f"(logs: RUN/{LOG})", file=sys.stderr)
-        return EXIT_RUNS_FAILED
-    return 0
+    ds.attrs.update(out=str(out), wall_seconds=wall, run_attempts=len(run_seconds),
+                    run_seconds_sum=float(sum(run_seconds)),
+                    failed=[run.name for run in runs if run.status != "ok"])
+    return ds
+
+
+def _checked_values(values: list[Any], flag: str) -> list[Any]:
+    if not values:
+        raise UserError(f"{flag} lists no values", "write e.g. 20,100")
+    if len(set(map(str, values))) != len(values):
+        raise UserError(f"{flag} {values!r} repeats a value")
+    return values
