@@ -212,16 +212,30 @@ def compare(models: Sequence[str] = (), objectives: Sequence[str] = (), *,
             epochs: int | None = None, minutes: float | None = None, out: str | Path = "compare",
             options: dict[str, Any] | None = None, hparams: dict[str, Any] | None = None,
             iw_samples: int = 1000, iw_subset: int | None = 1000, grad_draws: int = 50,
-            progress: bool = False, report_only: bool = False) -> xr.Dataset:
+            progress: bool = False, report_only: bool = False, **train_options: Any) -> xr.Dataset:
     """Run every arm for every seed (see the module docstring); returns the comparison Dataset.
 
-    ``options``: training options for every arm (``TrainConfig`` fields: ``dataset``, ``labels``,
-    ``batch_size``...); ``hparams``: network hyperparameters (``--set``). ``epochs`` and/or
+    ``train_options`` (or the mapping ``options``): training options for every arm, those of
+    :func:`ppl_dgm.train` (``dataset``, ``labels``, ``batch_size``...) but the ones an arm sets
+    itself (``seed``, ``elbo``, ``backend``, ``epochs``, ``max_minutes``, ``renyi_alpha``);
+    ``hparams``: network hyperparameters (``--set``). ``epochs`` and/or
     ``minutes`` is each arm's budget (with ``minutes`` alone, epochs are unbounded and training
     stops after the epoch that passes the time). ``iw_samples = 0`` skips the log-likelihood,
     ``grad_draws = 0`` the gradient diagnostics. ``report_only``: no training, rebuild the files
     from the runs in ``out`` (``models``/``objectives`` then optional filters).
     """
+    from ppl_dgm.config import OPTIONS
+
+    options = {**(options or {}), **train_options}
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise UserError(f"compare got unknown options {unknown}",
+                        "the options are those of 'ppl-dgm train --help'")
+    per_arm = sorted(set(options) & {"seed", "elbo", "backend", "epochs", "max_minutes",
+                                     "renyi_alpha"})
+    if per_arm:
+        raise UserError(f"compare sets {per_arm} per arm",
+                        "use seeds=, objectives=, backends=, epochs= or minutes=")
     out = Path(out)
     if report_only:
         arms = None

@@ -108,8 +108,8 @@ class TrainConfig:
         "MNIST-sized sets, else 10%)", kind="int", low=0, nullable=True,
         flag="--validation-size")
     include_labelled_in_unlabelled: bool = option(
-        True, "the labelled points are part of the unlabelled set too ('train "
-        "--no-include-labelled' keeps them out)", flag="--no-include-labelled")
+        True, "the labelled points also count as unlabelled ones (the command line's "
+        "--no-include-labelled keeps them out)", flag="--no-include-labelled")
     steps_per_epoch: int | None = option(
         None, "cap on the optimiser steps of an epoch (unset: a full pass)", kind="int", low=1,
         nullable=True, flag="--steps-per-epoch", fix="omit --steps-per-epoch for full epochs")

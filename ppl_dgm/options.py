@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -57,16 +58,20 @@ class Option:
         elif self.kind in ("int", "float"):
             word = "integer" if self.kind == "int" else "number"
             if self.low is not None and self.high is not None:
-                text = (f"{word} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
-                        f"{')' if self.high_open else ']'}")
+                text = (f"{word} in {'(' if self.low_open else '['}{_number(self.low)}, "
+                        f"{_number(self.high)}{')' if self.high_open else ']'}")
             elif self.low is not None:
-                text = f"{word} {'>' if self.low_open else '>='} {self.low:g}"
+                text = f"{word} {'>' if self.low_open else '>='} {_number(self.low)}"
             else:
                 text = word
         else:
             text = {"bool": "true | false", "pair": "two numbers", "mapping": "mapping",
                     "str": "text"}[self.kind]
         return text + (" or None" if self.nullable else "")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def option(default: Any, help: str, kind: str | None = None, **domain: Any) -> Any:
@@ -195,7 +200,7 @@ def docstring(options: Iterable[Option]) -> str:
     for opt in options:
         lines.append(f"    {opt.name} ({opt.domain()}; default {default_text(opt)}"
                      + ("; may change on resume" if opt.resumable else "") + ")")
-        lines.append(f"        {opt.help}")
+        lines += textwrap.wrap(opt.help, 96, initial_indent=" " * 8, subsequent_indent=" " * 8)
     return "\n".join(lines)
 
 
