@@ -106,7 +106,8 @@ class TrainConfig:
     validation_size: int | None = option(
         None, "training points held out for model selection (unset: the last 10,000 for "
         "MNIST-sized sets, else 10%)", kind="int", low=0, nullable=True,
-        flag="--validation-size")
+        flag="--validation-size", note="training points held out for model selection; None: "
+        "10,000 for MNIST-sized sets, else 10%")
     include_labelled_in_unlabelled: bool = option(
         True, "the labelled points also count as unlabelled ones (the command line's "
         "--no-include-labelled keeps them out)", flag="--no-include-labelled")

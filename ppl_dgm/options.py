@@ -179,7 +179,8 @@ def argparse_kwargs(opt: Option, default_from: str | None = "the model's, else "
     default said (``default_from`` precedes TrainConfig's default: the pair's own comes first)."""
     help_text = opt.help.replace("%", "%%")
     if "default" not in opt.help:
-        help_text += f" (default: {default_from or ''}{default_text(opt).replace('%', '%%')})"
+        shown = "unset" if opt.default is None else str(opt.default)
+        help_text += f" (default: {default_from or ''}{shown.replace('%', '%%')})"
     kwargs: dict[str, Any] = {"dest": opt.name, "default": None, "help": help_text}
     if opt.kind == "bool":
         kwargs["action"] = "store_const"

@@ -413,8 +413,10 @@ def sweep(model: str, *, seeds: str | list[int] = "0-4", labels: list[int] | Non
 
     say = say or (lambda *a, **k: None)
     for flag, value, low in (("workers", workers, 1), ("retries", retries, 0)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise UserError(f"--{flag} must be an integer >= {low} (got {value!r})")
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise UserError(f"--{flag} must be an integer (got {value!r})")
+        if value < low:
+            raise UserError(f"--{flag} must be >= {low} (got {value})")
     validate_threads(threads)
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:

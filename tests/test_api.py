@@ -47,9 +47,17 @@ def _same_records(a: ppl_dgm.Run, b: ppl_dgm.Run) -> None:
         assert torch.equal(pa[key], pb[key]), key
 
 
-def test_train_evaluate_sample_resume_as_a_notebook_and_as_the_cli(tmp_path):
+def test_train_evaluate_sample_resume_as_a_notebook_and_as_the_cli(tmp_path, monkeypatch):
+    from ppl_dgm import registry
+
+    calls = []
+    resolve_spec = registry.resolve_spec
+    monkeypatch.setattr(registry, "resolve_spec", lambda *a, **k: calls.append(a) or
+                        resolve_spec(*a, **k))
     run = ppl_dgm.train("m2", out=tmp_path / "api", hparams=HPARAMS, progress=False,
                         **OPTIONS_GIVEN)
+    assert len(calls) == 1, calls  # the pair is found once per call
+    monkeypatch.undo()
     assert isinstance(run, ppl_dgm.Run) and run.path == tmp_path / "api"
     assert isinstance(run.history, xr.Dataset) and run.history.sizes["epoch"] == 2
     assert run.summary["epochs"] == 2 and 0 <= run.summary["test_error"] <= 1

@@ -17,6 +17,8 @@ def _values(text: str, flag: str) -> list[Any]:
     values = [parse_value(v.strip()) for v in text.split(",") if v.strip()]
     if not values:
         raise UserError(f"{flag} {text!r} lists no values", "write e.g. 20,100")
+    if len(set(map(str, values))) != len(values):
+        raise UserError(f"{flag} {text!r} repeats a value", "give each value once")
     return values
 
 
