@@ -100,9 +100,8 @@ def options_page() -> str:
         "and the checks: a value outside its domain is refused before anything runs, with one line "
         "naming the option and the fix.", "",
         "- **option** is the Python keyword (`ppl_dgm.train(\"m2\", lr=3e-4)`) and the key of "
-        "`config.json`; **flag** is the command line's (`--lr 3e-4`). An option without a flag "
-        "(\"API, `--config`\") is set from Python, or by `ppl-dgm reproduce --config KEY=VALUE`; "
-        "`dataset_options` and `hparams` are also the flags `--data-option` and `--set` below.",
+        "`config.json`; **flag** is the command line's (`--lr 3e-4`). An option marked \"Python "
+        "only\" is set from Python, or by `ppl-dgm reproduce --config KEY=VALUE`.",
         "- **default** applies when neither you nor the pair set the option: a pair's own training "
         "defaults come first (`ppl-dgm models NAME` prints the defaults a run of it gets, marking "
         "the pair's own with `*`).",

@@ -208,7 +208,7 @@ def run_arm(arm: Arm, config: Any, run_dir: Path, *, grad_draws: int, iw_samples
 
 
 def compare(models: Sequence[str] = (), objectives: Sequence[str] = (), *,
-            backends: Sequence[str] = ("pyro",), seeds: Sequence[int] = (0,),
+            backends: Sequence[str] = ("pyro",), seeds: Sequence[int] | None = None,
             epochs: int | None = None, minutes: float | None = None, out: str | Path = "compare",
             options: dict[str, Any] | None = None, hparams: dict[str, Any] | None = None,
             iw_samples: int = 1000, iw_subset: int | None = 1000, grad_draws: int = 50,
@@ -221,8 +221,9 @@ def compare(models: Sequence[str] = (), objectives: Sequence[str] = (), *,
     ``hparams``: network hyperparameters (``--set``). ``epochs`` and/or
     ``minutes`` is each arm's budget (with ``minutes`` alone, epochs are unbounded and training
     stops after the epoch that passes the time). ``iw_samples = 0`` skips the log-likelihood,
-    ``grad_draws = 0`` the gradient diagnostics. ``report_only``: no training, rebuild the files
-    from the runs in ``out`` (``models``/``objectives`` then optional filters).
+    ``grad_draws = 0`` the gradient diagnostics. ``seeds``: default 0 (with ``report_only``: every
+    seed found). ``report_only``: no training, rebuild the files from the runs in ``out``
+    (``models``/``objectives``/``seeds`` then optional filters).
     """
     from ppl_dgm.config import OPTIONS
 
@@ -254,7 +255,7 @@ def compare(models: Sequence[str] = (), objectives: Sequence[str] = (), *,
         raise UserError(f"--iw-samples must be >= 0 (got {iw_samples})")
     if iw_subset is not None and iw_subset < 1:
         raise UserError(f"--iw-subset must be >= 1 (got {iw_subset})")
-    seeds = list(seeds)
+    seeds = [0] if seeds is None else list(seeds)
     if not seeds or len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
         raise UserError(f"--seeds must be distinct integers >= 0 (got {seeds})")
     arms = make_arms(models, objectives, backends)

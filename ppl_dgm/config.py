@@ -159,10 +159,10 @@ class TrainConfig:
         "epochs count from that run's start) (default: none)", kind="str", nullable=True,
         flag="--init-from", metavar="RUN_DIR")
     dataset_options: dict[str, Any] = option({}, "options of the data set, e.g. n_digits=2 for "
-                                             "mnist-sequence ('train --data-option KEY=VALUE')",
-                                             kind="mapping")
-    hparams: dict[str, Any] = option({}, "network hyperparameters over the pair's own ('train "
-                                     "--set KEY=VALUE')", kind="mapping")
+                                             "mnist-sequence", kind="mapping",
+                                             flag_form="--data-option KEY=VALUE")
+    hparams: dict[str, Any] = option({}, "network hyperparameters over the pair's own",
+                                     kind="mapping", flag_form="--set KEY=VALUE")
     source: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:

@@ -30,7 +30,8 @@ class Option:
     numbers) or ``"mapping"``; ``low``/``high`` bound a number (``low_open``/``high_open``: the
     bound itself is excluded); ``choices`` lists a string's values; ``nullable``: ``None`` is
     allowed (it then means what ``help`` says). ``resumable``: ``train --resume`` may change it.
-    ``flag``: the ``train`` command's flag (``None``: the Python API and ``--config`` only).
+    ``flag``: the ``train`` command's flag (``None``: none of its own); ``flag_form``: how the
+    command line gives an option that has no flag of its own (e.g. ``--set KEY=VALUE``).
     ``note``: said beside the default by ``ppl-dgm models NAME`` where the name could mislead.
     ``fix``: the advice of the error for a value outside the domain.
     """
@@ -47,6 +48,7 @@ class Option:
     nullable: bool = False
     resumable: bool = False
     flag: str | None = None
+    flag_form: str | None = None
     metavar: str | None = None
     note: str | None = None
     fix: str | None = None
@@ -210,7 +212,8 @@ def markdown(options: Iterable[Option]) -> str:
     rows = ["| option | flag | domain | default | resumable | meaning |",
             "|---|---|---|---|---|---|"]
     for opt in options:
-        cells = [f"`{opt.name}`", f"`{opt.flag}`" if opt.flag else "(API, `--config`)",
+        form = opt.flag or opt.flag_form
+        cells = [f"`{opt.name}`", f"`{form}`" if form else "(Python only)",
                  opt.domain(), f"`{default_text(opt)}`", "yes" if opt.resumable else "",
                  opt.help + (f" ({opt.note})" if opt.note else "")]
         rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")

@@ -6,8 +6,10 @@
   the life of a training: a second process training into the same directory stops with one line
   naming the PID of the first. The kernel drops the lock when its process ends, however it ends.
 - :func:`identity_differences` compares two configurations on everything that defines a run; a
-  resumed run may change only :data:`RESUMABLE_CHANGES` (how long it trains, where, the
-  evaluation batch size, and when it checks for divergence). Everything else (model, backend,
+  resumed run may change only :data:`RESUMABLE_CHANGES` (the options marked resumable in
+  :data:`ppl_dgm.config.OPTIONS`: how long it trains and its budget's clock, where and with how
+  many threads, when and in what batches it evaluates, Pyro's checks, and when it checks for
+  divergence). Everything else (model, backend,
   data, labels, seed, network, batch sizes, objective, optimiser and its learning-rate schedule,
   clipping) is refused on resume, because the checkpoint's optimiser state and the exactness of a
   resumed run depend on it.
