@@ -36,7 +36,11 @@
 #    one without either, and counts **active units** per layer (Burda et al.'s
 #    $\operatorname{Cov}_x(\mathbb E_q[z_u\mid x]) > 0.01$);
 # 3. estimates $\log p(x)$ by **importance weighting** and reads the **Pareto-$\hat k$** of each
-#    point's weights: what a large $\hat k$ means.
+#    point's weights: what a large $\hat k$ means; the estimate computed here by hand against the
+#    library's own (`run.evaluate`).
+#
+# The runs go through the library's Python API: `ppl_dgm.train` trains, `run.history` holds the
+# per-epoch records, `run.pair` the trained pair, `run.evaluate` estimates the log-likelihood.
 
 # %%
 from __future__ import annotations
@@ -47,15 +51,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import xarray as xr
 from pyro import poutine
 
-from ppl_dgm import registry, results
-from ppl_dgm.config import resolve
+import ppl_dgm
 from ppl_dgm.guides.ladder import precision_weighted_merge
 from ppl_dgm.infer.importance import log_weights
 from ppl_dgm.infer.psis import pareto_k
 from ppl_dgm.results import atomic_write
-from ppl_dgm.training.loop import Trainer
 from ppl_dgm.tutorial import cleanup, output_dir, run_main
 
 # %% [markdown]
@@ -85,9 +88,9 @@ def merge_against_quadrature(loc_hat: float = 1.5, scale_hat: float = 0.5, loc_p
 
 
 @torch.no_grad()
-def guide_uses_merge(trainer: Trainer, x: torch.Tensor) -> float:
+def guide_uses_merge(pair, x: torch.Tensor) -> float:
     """Largest difference between the guide's q(z_i | .) parameters and the merge recomputed here."""
-    pair = trainer.pair.eval()
+    pair.eval()
     trace = poutine.trace(pair.guide).get_trace(x, None)
     estimates = pair.q.up(x)
     worst = 0.0
@@ -96,7 +99,6 @@ def guide_uses_merge(trainer: Trainer, x: torch.Tensor) -> float:
         loc, scale = precision_weighted_merge(*estimates[i - 1], loc_p, scale_p)
         fn = trace.nodes[f"z{i}"]["fn"].base_dist
         worst = max(worst, (fn.loc - loc).abs().max().item(), (fn.scale - scale).abs().max().item())
-    pair.train()
     return worst
 
 
@@ -106,39 +108,32 @@ def guide_uses_merge(trainer: Trainer, x: torch.Tensor) -> float:
 # With the KL term at full weight from the first step, the upper layers' $q(z_i\mid\cdot)$ collapse
 # onto their priors before the decoder has learnt to use them: those units become *inactive* and
 # stay so. The LVAE paper's remedies are **warm-up** (the KL term scaled by $\beta$ rising linearly
-# from 0 to 1, `--warmup-epochs`, implemented as `poutine.scale(scale=beta)` on the latent sites)
+# from 0 to 1, the option `warmup_epochs`, implemented as `poutine.scale(scale=beta)` on the latent sites)
 # and **batch normalisation** in every hidden layer. Both runs below use the same small networks,
 # data, seed and number of steps; they differ only in those two choices. The trainer records the
 # active units and the KL per layer every epoch.
 
 
 # %%
-def make_trainer(quick: bool, mnist: bool, run_dir: Path, recipe: bool,
-                 data_dir: str | None = None) -> Trainer:
+def train(quick: bool, mnist: bool, folder: Path, recipe: bool, data_dir: str | None) -> dict:
+    name = "warmup_batchnorm" if recipe else "plain"
     epochs = (12 if quick else 200) if not mnist else (2 if quick else 50)
-    overrides = {"dataset": "mnist" if mnist else "digits", "data_dir": data_dir, "seed": 0,
-                 "device": "cpu", "epochs": epochs, "batch_size": 100, "lr": 2e-3 if quick else 1e-3,
-                 "warmup_epochs": epochs / 2 if recipe else 0.0}
+    data = {"dataset": "mnist", "data_dir": data_dir} if mnist else {"dataset": "digits"}
+    options = {"epochs": epochs, "batch_size": 100, "lr": 2e-3 if quick else 1e-3,
+               "warmup_epochs": epochs / 2 if recipe else 0.0}
     if mnist and quick:
-        overrides["steps_per_epoch"] = 50
+        options["steps_per_epoch"] = 50
     hparams = {"batch_norm": recipe}
     if quick:
         hparams.update(z_dims=[16, 8, 4], hidden_dims=[128, 64, 32])
-    return Trainer(resolve(registry.get("lvae"), overrides, hparams), run_dir, progress=False)
-
-
-def train(quick: bool, mnist: bool, folder: Path, recipe: bool, data_dir: str | None) -> dict:
-    torch.manual_seed(0)
-    name = "warmup_batchnorm" if recipe else "plain"
-    trainer = make_trainer(quick, mnist, folder / f"run-{name}", recipe, data_dir)
-    summary = trainer.fit()
-    history = results.read_history(trainer.run_dir / results.HISTORY)
-    units = {str(s): int(v) for s, v in zip(history["active_units"]["site"].values,
-                                              history["active_units"].isel(epoch=-1).values,
+    run = ppl_dgm.train("lvae", seed=0, device="cpu", threads=1, hparams=hparams,
+                        out=folder / f"run-{name}", progress=False, **data, **options)
+    history = run.history
+    last = history.isel(epoch=-1)
+    units = {str(s): int(v) for s, v in zip(last["site"].values, last["active_units"].values,
                                               strict=True)}
-    kl = {str(s): float(v) for s, v in zip(history["kl"]["site"].values,
-                                             history["kl"].isel(epoch=-1).values, strict=True)}
-    return {"trainer": trainer, "summary": summary, "active_units": units, "kl": kl,
+    kl = {str(s): float(v) for s, v in zip(last["site"].values, last["kl"].values, strict=True)}
+    return {"run": run, "summary": run.summary, "active_units": units, "kl": kl,
             "history": history, "name": name}
 
 
@@ -170,7 +165,7 @@ def plot_training(runs: list[dict], path: Path) -> Path:
 # $$\log p(x) \gtrsim \log \frac1K \sum_{k=1}^K w_k,$$
 #
 # a bound that rises with $K$ towards $\log p(x)$ (the paper reports it at $K = 5000$;
-# `ppl-dgm evaluate RUN --iw-samples 5000`). How far to trust it depends on the tail of the
+# `run.evaluate(iw_samples=5000)`). How far to trust it depends on the tail of the
 # weights. Pareto-smoothed importance sampling (Vehtari et al.) fits a generalised Pareto
 # distribution to the largest weights; its shape $\hat k$ says how heavy the tail is. For
 # $\hat k < 0.5$ the weights have finite variance and the estimate settles quickly; for
@@ -179,14 +174,20 @@ def plot_training(runs: list[dict], path: Path) -> Path:
 # grows: $q$ misses a part of the posterior that carries much of $p(x)$, and the printed number
 # is an unreliable underestimate. The figure shows the running estimate against $K$ for the points
 # with the smallest and largest $\hat k$, and the share of the largest single weight.
+#
+# The weights are drawn here from the trained pair (`run.pair`, `ppl_dgm.infer.importance.
+# log_weights`). `run.evaluate(iw_samples=K, subset=n)` is the library's estimate on the same
+# test points with its own draws; it also saves each point's estimate (`iw_per_example.nc` in
+# the run directory), so the two are compared point by point: their mean difference must be
+# within a few standard errors of zero.
 
 
 # %%
 @torch.no_grad()
-def importance_weights(trainer: Trainer, n_points: int, num_samples: int) -> dict:
-    x = trainer.x_test_binary[:n_points]
+def importance_weights(run: ppl_dgm.Run, n_points: int, num_samples: int) -> dict:
+    x = run.trainer(device="cpu").x_test_binary[:n_points]  # the statically binarised test set
     torch.manual_seed(1)
-    chunks = [log_weights(trainer.pair, x, min(500, num_samples - s))
+    chunks = [log_weights(run.pair.eval(), x, min(500, num_samples - s))
               for s in range(0, num_samples, 500)]
     log_w = torch.cat(chunks).double()                      # (K, n)
     k_hat = pareto_k(log_w.numpy())
@@ -225,13 +226,15 @@ def main(quick: bool = True, mnist: bool = False, out: str | None = None, keep: 
     """Run the tutorial; returns the numbers it shows and the paths of its figures."""
     start = time.perf_counter()
     folder = output_dir("03_lvae", out)
+    cleanup([folder / "run-warmup_batchnorm", folder / "run-plain"], keep=False)  # earlier --keep
     merge = merge_against_quadrature()
     print(f"merge of N(1.5, 0.5^2) and N(-1, 1): loc {merge['merge_loc']:.6f}, scale "
           f"{merge['merge_scale']:.6f}; product of densities by quadrature: loc "
           f"{merge['quadrature_loc']:.6f}, scale {merge['quadrature_scale']:.6f}")
 
     runs = [train(quick, mnist, folder, recipe, data_dir) for recipe in (True, False)]
-    merge_error = guide_uses_merge(runs[0]["trainer"], runs[0]["trainer"].x_test_binary[:64])
+    recipe = runs[0]["run"]
+    merge_error = guide_uses_merge(recipe.pair, recipe.trainer(device="cpu").x_test_binary[:64])
     print(f"the ladder guide's q(z_i | .) differs from the merge recomputed here by at most "
           f"{merge_error:.1e}")
     for run in runs:
@@ -240,24 +243,31 @@ def main(quick: bool = True, mnist: bool = False, out: str | None = None, keep: 
         print(f"{run['name']:<17} after {s['epochs']} epochs: test ELBO {s['test_elbo']:.2f}; "
               f"active units {run['active_units']}; KL per layer [nats] {kl}")
 
-    num_samples = 500 if quick else 5000
-    iw = importance_weights(runs[0]["trainer"], n_points=100 if quick else 1000,
-                            num_samples=num_samples)
+    num_samples, n_points = (500, 100) if quick else (5000, 1000)
+    iw = importance_weights(recipe, n_points=n_points, num_samples=num_samples)
     print(f"IW-{num_samples} on {len(iw['iw'])} test points: {iw['iw'].mean():.2f} nats "
           f"(ELBO {iw['elbo'].mean():.2f}); Pareto k-hat median {np.median(iw['k_hat']):.2f}, "
           f"{(iw['k_hat'] > 0.7).mean():.0%} of points above 0.7")
     hi, lo = int(iw["k_hat"].argmax()), int(iw["k_hat"].argmin())
     print(f"largest k-hat {iw['k_hat'][hi]:.2f}: its largest weight is {iw['top_share'][hi]:.1%} of "
           f"the sum; smallest k-hat {iw['k_hat'][lo]:.2f}: {iw['top_share'][lo]:.1%}")
+    library = recipe.evaluate(iw_samples=num_samples, subset=n_points, device="cpu")
+    with xr.open_dataset(recipe.path / "iw_per_example.nc") as per_point:  # written by evaluate
+        d = iw["iw"] - per_point["log_likelihood"].values
+    print(f"run.evaluate, its own draws on the same points: IW-{num_samples} "
+          f"{library['test_log_likelihood']:.2f} nats, {library['pareto_k_fraction_above_0.7']:.0%} "
+          f"of points with k-hat above 0.7; here minus there, point by point: {d.mean():+.3f} "
+          f"± {d.std(ddof=1) / math.sqrt(len(d)):.3f} nats")
 
     figures = [plot_training(runs, folder / "warmup_batchnorm.png"),
                plot_importance(iw, folder / "importance.png")]
-    removed = cleanup([run["trainer"].run_dir for run in runs], keep)
+    removed = cleanup([run["run"].path for run in runs], keep)
     print("figures:", ", ".join(map(str, figures)), f"({time.perf_counter() - start:.1f} s)")
     return {"merge": merge, "merge_error": merge_error, "figures": figures, "removed": removed,
             "runs": {r["name"]: {"summary": r["summary"], "active_units": r["active_units"],
                                  "kl": r["kl"]} for r in runs},
-            "iw": {k: v for k, v in iw.items() if k != "log_w"}, "num_samples": num_samples}
+            "iw": {k: v for k, v in iw.items() if k != "log_w"}, "num_samples": num_samples,
+            "evaluation": library}
 
 
 # %%

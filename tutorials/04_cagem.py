@@ -30,8 +30,9 @@
 #   - \log q(z_2 \mid z_1, y)] - \log q(y\mid z_1, x)\bigr)\Bigr];$$
 #
 # a labelled point has $y$ observed and adds M2's classification term
-# $\alpha \log q(y \mid z_1, x)$. With `--labels 0` there is no labelled point at all: $y$ is a
-# cluster variable with $K$ values (`--set n_clusters=K`) that the model invents for itself.
+# $\alpha \log q(y \mid z_1, x)$. With `labels=0` there is no labelled point at all: $y$ is a
+# cluster variable with $K$ values (`hparams={"n_clusters": K}`) that the model invents for
+# itself.
 #
 # This tutorial
 #
@@ -42,11 +43,15 @@
 #    inside the estimator), with the paired standard error of the difference, and reads the
 #    unsupervised model's clusters against the true classes (clustering accuracy under the best
 #    one-to-one assignment).
+#
+# The runs go through the library's Python API: `ppl_dgm.train` trains, `run.evaluate` estimates
+# the log-likelihood, `run.pair` and `run.trainer()` give the trained pair and the run's test data.
 
 # %%
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from pathlib import Path
 
@@ -57,11 +62,9 @@ from pyro.infer import TraceEnum_ELBO
 from torch.distributions import Bernoulli, Normal
 from torch.nn import functional as F
 
-from ppl_dgm import registry, results
-from ppl_dgm.config import resolve
-from ppl_dgm.evaluate import PER_EXAMPLE, evaluate_run
+import ppl_dgm
+from ppl_dgm import results
 from ppl_dgm.plots import grid_image
-from ppl_dgm.training.loop import Trainer, load_run
 from ppl_dgm.tutorial import cleanup, output_dir, run_main
 
 warnings.filterwarnings("ignore", message="TraceEnum_ELBO found no sample sites")
@@ -135,20 +138,18 @@ def check_enumeration(pair, x: torch.Tensor) -> dict[str, float]:
 
 
 # %%
-def train(labels: int, folder: Path, quick: bool, mnist: bool, data_dir: str | None) -> Path:
+def train(labels: int, folder: Path, quick: bool, mnist: bool,
+          data_dir: str | None) -> ppl_dgm.Run:
     epochs = (10 if quick else 100) if not mnist else (2 if quick else 30)
-    overrides = {"dataset": "mnist" if mnist else "digits", "data_dir": data_dir, "seed": 0,
-                 "device": "cpu", "labels": labels, "epochs": epochs, "lr": 3e-3 if quick else 1e-3,
-                 "warmup_epochs": epochs / 5}
+    data = {"dataset": "mnist", "data_dir": data_dir} if mnist else {"dataset": "digits"}
+    options = {"epochs": epochs, "lr": 3e-3 if quick else 1e-3, "warmup_epochs": epochs / 5}
     if mnist and quick:
-        overrides["steps_per_epoch"] = 50
+        options["steps_per_epoch"] = 50
     hparams = {"n_clusters": 10} if labels == 0 else {}
     if quick:
         hparams.update(z_dims=[8, 4], hidden_dims=[64, 32])
-    run_dir = folder / f"run-labels{labels}"
-    torch.manual_seed(0)
-    Trainer(resolve(registry.get("cagem"), overrides, hparams), run_dir, progress=False).fit()
-    return run_dir
+    return ppl_dgm.train("cagem", labels=labels, seed=0, device="cpu", threads=1, hparams=hparams,
+                         out=folder / f"run-labels{labels}", progress=False, **data, **options)
 
 
 # %% [markdown]
@@ -161,12 +162,14 @@ def train(labels: int, folder: Path, quick: bool, mnist: bool, data_dir: str | N
 
 
 # %%
-def cluster_rows(trainer: Trainer, per_row: int, order: list[int] | None = None) -> np.ndarray:
+def cluster_rows(run: ppl_dgm.Run, per_row: int, order: list[int] | None = None) -> np.ndarray:
+    trained = run.trainer(device="cpu")  # the pair restored from the checkpoint, and the data
+    pair = trained.pair.eval()  # in eval mode: batch norm's running statistics
     torch.manual_seed(1)
-    rows = order if order is not None else list(range(trainer.pair.p.n_clusters))
+    rows = order if order is not None else list(range(pair.p.n_clusters))
     y = torch.tensor(rows).repeat_interleave(per_row)
-    images = trainer.pair.sample_x(len(y), y)  # in eval mode: batch norm's running statistics
-    return images.reshape(len(rows), per_row, *trainer.info.image_shape).numpy()
+    images = pair.sample_x(len(y), y)
+    return images.reshape(len(rows), per_row, *trained.info.image_shape).numpy()
 
 
 def plot_clusters(labelled: np.ndarray, unlabelled: np.ndarray, path: Path,
@@ -188,8 +191,8 @@ def plot_clusters(labelled: np.ndarray, unlabelled: np.ndarray, path: Path,
 # %% [markdown]
 # ## Log-likelihoods on the same test points
 #
-# `ppl-dgm evaluate` estimates $\log p(x)$ with $S$ importance samples of $(z_1, z_2)$ and sums
-# $y$ exactly inside each weight,
+# `run.evaluate` (`ppl-dgm evaluate`) estimates $\log p(x)$ with $S$ importance samples of
+# $(z_1, z_2)$ and sums $y$ exactly inside each weight,
 #
 # $$\log p(x) \approx \log \frac1S \sum_{s} \sum_y
 #   \frac{p(x, y, z_1^s, z_2^{s,y})}{q(z_1^s \mid x)\, q(z_2^{s,y} \mid z_1^s, y)},$$
@@ -200,14 +203,14 @@ def plot_clusters(labelled: np.ndarray, unlabelled: np.ndarray, path: Path,
 
 
 # %%
-def compare(runs: dict[int, Path], iw_samples: int, subset: int) -> dict:
+def compare(runs: dict[int, ppl_dgm.Run], iw_samples: int, subset: int) -> dict:
     import xarray as xr
 
     evaluations, per_point = {}, {}
-    for labels, run_dir in runs.items():
-        evaluations[labels] = evaluate_run(run_dir, iw_samples=iw_samples, subset=subset,
-                                           device="cpu", seed=0, progress=False)
-        with xr.open_dataset(run_dir / PER_EXAMPLE) as ds:
+    for labels, run in runs.items():
+        evaluations[labels] = run.evaluate(iw_samples=iw_samples, subset=subset, device="cpu",
+                                           seed=0)
+        with xr.open_dataset(run.path / "iw_per_example.nc") as ds:
             per_point[labels] = ds["log_likelihood"].values.copy()
     d = per_point[100] - per_point[0]
     return {"evaluations": evaluations, "per_point": per_point,
@@ -217,19 +220,21 @@ def compare(runs: dict[int, Path], iw_samples: int, subset: int) -> dict:
 # %%
 def main(quick: bool = True, mnist: bool = False, out: str | None = None, keep: bool = False,
          data_dir: str | None = None) -> dict:
+    """Run the tutorial; returns the checks, evaluations and figure it shows."""
+    start = time.perf_counter()
     folder = output_dir("04_cagem", out)
+    cleanup([folder / "run-labels100", folder / "run-labels0"], keep=False)  # earlier --keep
     runs = {labels: train(labels, folder, quick, mnist, data_dir) for labels in (100, 0)}
-    trained = {labels: load_run(run, "cpu") for labels, run in runs.items()}  # eval mode
-    check = check_enumeration(trained[0].pair, trained[0].x_test_binary[:32])
+    unsupervised = runs[0].trainer(device="cpu")  # the trained pair (eval mode), the test data
+    check = check_enumeration(unsupervised.pair, unsupervised.x_test_binary[:32])
     comparison = compare(runs, iw_samples=100 if quick else 1000, subset=200 if quick else 2000)
-    unsupervised = comparison["evaluations"][0]
-    mapping = unsupervised["cluster_to_class"]
+    mapping = comparison["evaluations"][0]["cluster_to_class"]
     order = sorted(range(len(mapping)), key=lambda k: (mapping[k] < 0, mapping[k]))
-    figure = plot_clusters(cluster_rows(trained[100], 8), cluster_rows(trained[0], 8, order),
+    figure = plot_clusters(cluster_rows(runs[100], 8), cluster_rows(runs[0], 8, order),
                            folder / "clusters.png",
                            ("100 labels: one row per class",
                             "no labels: one row per cluster (best-matching class order)"))
-    summaries = {labels: results.read_json(run / results.SUMMARY) for labels, run in runs.items()}
+    summaries = {labels: run.summary for labels, run in runs.items()}
     ev = comparison["evaluations"]
     print(f"sum over y: TraceEnum_ELBO {check['enum_value']:.4f}, by hand {check['by_hand']:.4f}")
     for labels in (100, 0):
@@ -240,10 +245,11 @@ def main(quick: bool = True, mnist: bool = False, out: str | None = None, keep: 
               f"(ELBO {ev[labels]['test_elbo']:.2f}), {extra}")
     print(f"difference (100 labels - none): {comparison['difference']:+.3f} "
           f"± {comparison['paired_se']:.3f} nats (paired SE)")
-    removed = cleanup(list(runs.values()), keep)
+    removed = cleanup([run.path for run in runs.values()], keep)
+    print(f"figure: {figure} ({time.perf_counter() - start:.1f} s)")
     return {**check, **comparison, "summaries": summaries, "order": order, "figures": [figure],
             "folder": folder, "removed": removed}
 
 
 if __name__ == "__main__":
-    run_main(main, __doc__)
+    run_main(main, "Tutorial 4: CaGeM trained with 100 labels and with none, clusters and IW.")

@@ -36,9 +36,9 @@
 # 2. checks the Pyro program's loss against a cross-entropy computed by hand;
 # 3. shows the identity initialisation: before training every glimpse is the whole canvas,
 #    down-sampled;
-# 4. trains with the library's loop and draws where the glimpses look.
+# 4. trains through the library's Python API (`ppl_dgm.train`) and draws where the glimpses look.
 #
-# **What each mode can show.** The quick mode (the default, about half a minute on one core)
+# **What each mode can show.** The quick mode (the default, under half a minute on one core)
 # trains a few dozen steps on small canvases: enough to see the program, the initialisation and
 # the glimpses starting to move apart, not enough to read digits (its error stays near chance,
 # 90%). The full mode (`--full --mnist`) trains the paper's setting for about 2,000 steps
@@ -61,12 +61,9 @@ import torch.nn.functional as F
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 
-from ppl_dgm import registry
-from ppl_dgm.config import resolve
+import ppl_dgm
 from ppl_dgm.nn.spatial import transform
 from ppl_dgm.plots import plot_glimpses
-from ppl_dgm.training.common import default_validation_size
-from ppl_dgm.training.loop import Trainer
 from ppl_dgm.tutorial import cleanup, output_dir, run_main
 
 # %% [markdown]
@@ -77,8 +74,8 @@ from ppl_dgm.tutorial import cleanup, output_dir, run_main
 # digits (8x8, enlarged to the 28x28 cell the builder expects) we make 2-digit canvases of 60x60
 # pixels; with `--mnist`, 3-digit canvases of 100x100 as in the paper. The arrays are written as
 # an `.npz` with the keys `x_train y_train x_test y_test` into the output folder (`--out`, by
-# default `~/.cache/ppl_dgm/tutorials/05_rnn_spn`), and the trainer reads that file like any
-# user data set (`--dataset path.npz`). `--data-dir` is only read, for `mnist.npz`.
+# default `~/.cache/ppl_dgm/tutorials/05_rnn_spn`), and `ppl_dgm.train` reads that file like
+# any user data set (`dataset="path.npz"`). `--data-dir` is only read, for `mnist.npz`.
 
 
 # %%
@@ -130,25 +127,44 @@ def sequence_data(folder: Path, quick: bool, mnist: bool, data_dir: str | None) 
 # %% [markdown]
 # ## Steps and epochs
 #
-# The trainer holds out a validation set (10% of a small training set) and makes
-# `(n_train - n_validation) // batch_size` steps per epoch. To train for a given number of
-# **steps** we therefore ask for `ceil(steps / steps_per_epoch)` epochs; the number of steps
-# actually taken is printed and returned.
+# The trainer holds out a validation set (here 10% of the training canvases, `validation_size`)
+# and makes `(n_train - validation_size) // batch_size` steps per epoch. To train for a given
+# number of **steps** we therefore ask for `ceil(steps / steps_per_epoch)` epochs; the number of
+# steps actually taken is read back from `run.summary`.
 
 
 # %%
-def make_trainer(data: Path, options: dict, quick: bool, run_dir: Path) -> tuple[Trainer, int]:
+def train(data: Path, options: dict, quick: bool, run_dir: Path) -> tuple[ppl_dgm.Run, int]:
     batch = 50 if quick else 100
     target_steps = 60 if quick else 2000
-    n_fit = options["n_train"] - default_validation_size(options["n_train"])
-    steps_per_epoch = n_fit // batch
+    validation = options["n_train"] // 10
+    steps_per_epoch = (options["n_train"] - validation) // batch
     epochs = math.ceil(target_steps / steps_per_epoch)
-    config = resolve(registry.get("rnn-spn"), {
-        "dataset": str(data), "epochs": epochs, "batch_size": batch, "seed": 0,
-        "device": "cpu" if quick else "auto", "eval_batch_size": 200})
-    trainer = Trainer(config, run_dir, progress=not quick)
-    assert trainer.steps_per_epoch == steps_per_epoch, (trainer.steps_per_epoch, steps_per_epoch)
-    return trainer, epochs * steps_per_epoch
+    print(f"training {epochs} epochs x {steps_per_epoch} steps = {epochs * steps_per_epoch} steps "
+          f"of {batch} canvases")
+    run = ppl_dgm.train("rnn-spn", dataset=str(data), epochs=epochs, batch_size=batch,
+                        validation_size=validation, seed=0, eval_batch_size=200, threads=1,
+                        device="cpu" if quick else "auto", out=run_dir, progress=not quick)
+    return run, epochs * steps_per_epoch
+
+
+# %% [markdown]
+# ## The pair before its first step
+#
+# A run directory keeps the trained parameters. The pair as the run began is rebuilt from the
+# run's configuration: the backend's trainer, built from `run.config` with the run's seed,
+# initialises the same weights and holds the same data split (nothing in the run directory is
+# read but `config.json`, nor written).
+
+
+# %%
+def initial_trainer(run: ppl_dgm.Run):
+    from ppl_dgm.backends import trainer_class
+    from ppl_dgm.config import TrainConfig
+
+    config = TrainConfig.from_dict(run.config)
+    config.device = "cpu"
+    return trainer_class(run.backend)(config, run.path, progress=False)
 
 
 # %% [markdown]
@@ -225,37 +241,38 @@ def main(quick: bool = True, mnist: bool = False, out: str | None = None, keep: 
          data_dir: str | None = None) -> dict:
     """Run the tutorial; returns the checks it shows, its step count and figure paths."""
     start = time.perf_counter()
+    folder = output_dir("05_rnn_spn", out)
+    cleanup([folder / "run"], keep=False)  # a run left by an earlier --keep: start afresh
+    data, options = sequence_data(folder, quick, mnist, data_dir)
+    run, steps = train(data, options, quick, folder / "run")
+    summary = run.summary
+
+    initial = initial_trainer(run)
+    x, y = initial.x_test[:8], initial.y_test[:8]
+    print(f"data {data.name}: training canvases {tuple(initial.x_train.shape)}, labels "
+          f"{tuple(initial.y_train.shape)}; first test sequence {y[0].tolist()}")
     torch.manual_seed(0)
     pyro.set_rng_seed(0)
-    folder = output_dir("05_rnn_spn", out)
-    data, options = sequence_data(folder, quick, mnist, data_dir)
-    trainer, steps = make_trainer(data, options, quick, folder / "run")
-    x, y = trainer.x_test[:8], trainer.y_test[:8]
-    print(f"data {data.name}: training canvases {tuple(trainer.x_train.shape)}, labels "
-          f"{tuple(trainer.y_train.shape)}; first test sequence {y[0].tolist()}")
-
-    program = loss_by_hand(trainer.pair, x, y)
+    program = loss_by_hand(initial.pair, x, y)
     print(f"site y: batch shape {program['batch_shape']}, observed {program['observed']}, plates "
           f"{program['plates']}; -ELBO {program['loss']:.4f} = cross-entropy by hand "
           f"{program['by_hand']:.4f}")
-    init = identity_check(trainer.pair, x)
+    init = identity_check(initial.pair, x)
     print(f"glimpse {init['glimpse']} from canvas {tuple(x.shape[-2:])}; all steps equal at "
           f"initialisation: {init['equal']}; largest difference from a bilinear resize "
           f"{init['identity_error']:.1e}")
-    before = glimpse_geometry(trainer.pair, trainer.x_test[:200])
+    before = glimpse_geometry(initial.pair, initial.x_test[:200])
 
-    print(f"training {trainer.config.epochs} epochs x {trainer.steps_per_epoch} steps = {steps} steps "
-          f"of {trainer.config.batch_size} canvases")
-    summary = trainer.fit()
-    after = glimpse_geometry(trainer.pair, trainer.x_test[:200])
+    trained = run.trainer(device="cpu").pair  # the trained pair, restored from the checkpoint
+    after = glimpse_geometry(trained, initial.x_test[:200])
     print(f"after {summary['steps']} steps: test digit error {summary['test_error']:.3f} (chance 0.9), "
           f"sequence error {summary['test_sequence_error']:.3f}")
     print(f"transforms moved from the identity by up to {after['moved']:.3f} (before: "
           f"{before['moved']:.3f}); glimpse centres {after['centre_spread']:.2f} px apart on "
           f"average (before: {before['centre_spread']:.2f}); glimpse scale {after['scale']:.3f}")
     figure = folder / "glimpses.png"
-    plot_glimpses(trainer.pair, x.cpu().numpy(), y.cpu().numpy(), figure)
-    removed = cleanup([folder / "run", folder / "data"], keep)
+    plot_glimpses(trained.eval(), x.cpu().numpy(), y.cpu().numpy(), figure)
+    removed = cleanup([run.path, folder / "data"], keep)
     print(f"figure: {figure} ({time.perf_counter() - start:.1f} s)")
     return {**program, "glimpses_equal_at_init": init["equal"],
             "identity_error": init["identity_error"], "summary": summary, "steps": steps,

@@ -15,9 +15,10 @@
 # # 6. Write your own pair: a Gaussian-mixture-prior VAE
 #
 # This tutorial writes a model/guide pair from an empty file in a folder of your own, outside the
-# library, and trains, evaluates, samples and resumes it with the same `ppl-dgm` commands as the
-# built-in pairs. The model is a VAE whose prior over $z$ is a **mixture of Gaussians with one
-# learned component per class**:
+# library, and trains, resumes, evaluates and samples it through the same Python API as the
+# built-in pairs (`ppl_dgm.train`, `run.resume`, `run.evaluate`, `run.sample`; the `ppl-dgm`
+# commands do the same from a shell). The model is a VAE whose prior over $z$ is a **mixture of
+# Gaussians with one learned component per class**:
 #
 # $$p(y) = \mathrm{Cat}(1/K), \qquad p(z \mid y) = \mathcal N\bigl(\mu_y, \operatorname{diag}
 #   \sigma_y^2\bigr), \qquad p(x \mid z) = \mathrm{Bernoulli}(f_\theta(z)),$$
@@ -30,7 +31,8 @@
 # each scored under its own component $p(z\mid y)$.
 #
 # The contract a pair must meet is written in one place, the docstring of `ppl_dgm/contract.py`
-# (`ppl-dgm train` checks it on four training points before the first step). In short:
+# (`ppl_dgm.train` and `ppl-dgm train` check it on four training points before the first step).
+# In short:
 #
 # * `build(hparams, data) -> Pair(p, q)`, decorated with `@model_spec(task=..., hparams=...,
 #   train=...)` to declare the task and the defaults;
@@ -39,18 +41,17 @@
 # * a semi-supervised guide has `classify(x, num_samples=1) -> (B, K)` probabilities and samples
 #   `"y"` with `infer={"enumerate": "parallel"}` when `y` is `None`
 #   (`ppl_dgm.guides.label.label_site` does both halves);
-# * optionally `p.sample_x(n, y=None)` for `ppl-dgm sample`.
+# * optionally `p.sample_x(n, y=None)` for `run.sample()` (`ppl-dgm sample`).
 
 # %%
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ppl_dgm.cli import main as ppl_dgm
+import ppl_dgm
 from ppl_dgm.tutorial import cleanup, output_dir, run_main
 
 # %% [markdown]
@@ -146,39 +147,41 @@ def write_pair(folder: Path) -> Path:
 
 
 # %% [markdown]
-# ## The commands
+# ## Train, resume, evaluate, sample
 #
-# Everything below goes through the command line's entry point (`ppl_dgm.cli.main`, what the
-# `ppl-dgm` script calls), so each step is exactly a shell command:
+# The pair is named by its file and build function, `"my_models/gmvae.py:build"` (a module on the
+# path works too: `"my_package.gmvae:build"`). Everything else is the API used for the built-in
+# pairs:
 #
-# ```bash
-# ppl-dgm models my_models/gmvae.py:build                  # the effective defaults
-# ppl-dgm train my_models/gmvae.py:build --dataset digits --labels 100 --epochs 10 --out runs/gmvae
-# ppl-dgm train --resume --epochs 12 --out runs/gmvae      # two more epochs, same run
-# ppl-dgm evaluate runs/gmvae --iw-samples 200             # IW log-likelihood, Pareto-k, test error
-# ppl-dgm sample runs/gmvae                                # runs/gmvae/samples.png, a row per class
+# ```python
+# import ppl_dgm
+#
+# run = ppl_dgm.train("my_models/gmvae.py:build", dataset="digits", labels=100, epochs=10,
+#                     out="runs/gmvae")
+# run.config["hparams"]                 # the pair's defaults, with what hparams={...} changed
+# run = run.resume(epochs=12)           # two more epochs, same run
+# run.evaluate(iw_samples=200)          # IW log-likelihood, Pareto-k, test error
+# run.sample()                          # runs/gmvae/samples.png, a row per class
+# run = ppl_dgm.load("runs/gmvae")      # later, in another session
 # ```
 #
-# The run directory records where the pair came from (`config.json`, `source`: the file's path and
-# checksum), so `evaluate`, `sample` and `--resume` find the file again, say so in one line if it
-# has gone, and warn if it changed.
-
-
-# %%
-def cli(*argv: str) -> None:
-    print("$ ppl-dgm", " ".join(argv))
-    code = ppl_dgm(list(argv))
-    if code:
-        raise SystemExit(f"ppl-dgm {argv[0]} failed with exit status {code}")
+# and from a shell, `ppl-dgm train my_models/gmvae.py:build --dataset digits --labels 100
+# --epochs 10 --out runs/gmvae`, `ppl-dgm train --resume --epochs 12 --out runs/gmvae`,
+# `ppl-dgm evaluate runs/gmvae --iw-samples 200`, `ppl-dgm sample runs/gmvae` (and
+# `ppl-dgm models my_models/gmvae.py:build` lists the effective defaults). The run directory
+# records where the pair came from (`config.json`, `source`: the file's path and checksum), so
+# evaluating, sampling and resuming find the file again, say so in one line if it has gone, and
+# warn if it changed.
 
 
 # %% [markdown]
 # ## What the mixture learnt
 #
-# After training we load the run with the library's API (`ppl_dgm.training.loop.load_run`) and look
-# at the prior: the distance between the class means $\lVert\mu_y - \mu_{y'}\rVert$ against the
-# components' scales, and the test points' $\mathbb E_q[z\mid x]$ in the plane of the first two
-# principal axes of the means, coloured by their true class, with the components' means. The
+# After training, `run.pair` is the trained pair (the modules of the file above, restored from
+# the checkpoint) and `run.trainer()` holds the run's test data. We look at the prior: the
+# distance between the class means $\lVert\mu_y - \mu_{y'}\rVert$ against the components' scales,
+# and the test points' $\mathbb E_q[z\mid x]$ in the plane of the first two principal axes of
+# the means, coloured by their true class, with the components' means. The
 # means start close together (0.1 times a standard normal). After the quick run they are still
 # close compared with the components' scales, so the components overlap and the classes are told
 # apart mostly by $q(y\mid x)$; the nearest class mean already points to the right class much more
@@ -186,14 +189,13 @@ def cli(*argv: str) -> None:
 
 
 # %%
-def mixture_figure(run_dir: Path, path: Path) -> dict:
+def mixture_figure(run: ppl_dgm.Run, path: Path) -> dict:
     import torch
     from matplotlib.figure import Figure
 
     from ppl_dgm.results import atomic_write
-    from ppl_dgm.training.loop import load_run
 
-    trainer = load_run(run_dir, device="cpu")
+    trainer = run.trainer(device="cpu")  # the trained pair (eval mode) and the run's data
     p, q = trainer.pair.p, trainer.pair.q
     with torch.no_grad():
         loc = p.loc.numpy()
@@ -226,37 +228,37 @@ def mixture_figure(run_dir: Path, path: Path) -> dict:
 # %%
 def main(quick: bool = True, mnist: bool = False, out: str | None = None, keep: bool = False,
          data_dir: str | None = None) -> dict:
-    """Write the pair, then train, resume, evaluate and sample it through the CLI."""
+    """Write the pair, then train, resume, evaluate and sample it through the Python API."""
     start = time.perf_counter()
     folder = output_dir("06_own_pair", out)
     pair_file = write_pair(folder)
-    run = folder / "runs" / "gmvae"
-    cleanup([run], keep=False)  # a run left by an earlier --keep: start afresh
-    target = f"{pair_file}:build"
-    data = ["--dataset", "mnist"] + (["--data-dir", data_dir] if data_dir else []) if mnist \
-        else ["--dataset", "digits"]
+    run_dir = folder / "runs" / "gmvae"
+    cleanup([run_dir], keep=False)  # a run left by an earlier --keep: start afresh
+    data = {"dataset": "mnist", "data_dir": data_dir} if mnist else {"dataset": "digits"}
     epochs = 8 if quick else 60
-    hidden = ["--set", "hidden=128"] if quick else []
-    steps = ["--steps-per-epoch", "50"] if mnist and quick else []
+    options = {"steps_per_epoch": 50} if mnist and quick else {}
+    hparams = {"hidden": 128} if quick else {}
 
-    cli("models", target)
-    cli("train", target, *data, "--labels", "100", "--epochs", str(epochs - 2), "--seed", "0",
-        "--device", "cpu", "--out", str(run), "--no-progress", *hidden, *steps)
-    cli("train", "--resume", "--epochs", str(epochs), "--out", str(run), "--no-progress")
-    cli("evaluate", str(run), "--iw-samples", "200" if quick else "5000")
-    cli("sample", str(run))
-
-    config = json.loads((run / "config.json").read_text())
-    summary = json.loads((run / "summary.json").read_text())
-    evaluation = json.loads((run / "evaluation.json").read_text())
-    figures = [folder / "samples.png", folder / "mixture.png"]
-    (run / "samples.png").replace(figures[0])
+    run = ppl_dgm.train(f"{pair_file}:build", labels=100, epochs=epochs - 2, seed=0, device="cpu",
+                        threads=1, hparams=hparams, out=run_dir, progress=False, **data, **options)
+    print(f"{run}; hyperparameters {run.config['hparams']}")
+    run = run.resume(epochs=epochs, progress=False)
+    summary = run.summary
+    print(f"resumed to {summary['epochs']} epochs: test accuracy {1 - summary['test_error']:.4f}, "
+          f"test ELBO {summary['test_elbo']:.2f} nats per example")
+    evaluation = run.evaluate(iw_samples=200 if quick else 5000, device="cpu")
+    print(f"IW-{200 if quick else 5000} log-likelihood {evaluation['test_log_likelihood']:.2f} "
+          f"nats (ELBO {evaluation['test_elbo']:.2f}); test error {evaluation['test_error']:.4f}; "
+          f"Pareto k-hat above 0.7 for {evaluation['pareto_k_fraction_above_0.7']:.1%} of the "
+          "test points")
+    figures = [run.sample(output=folder / "samples.png", device="cpu"), folder / "mixture.png"]
     mixture = mixture_figure(run, figures[1])
     print(f"class means {mixture['mean_distance']:.2f} apart on average (closest pair "
           f"{mixture['min_distance']:.2f}); component scales {mixture['mean_scale']:.2f} on average; "
           f"the nearest class mean gives the right class for {mixture['nearest_mean_accuracy']:.1%} "
           "of the test points")
-    removed = cleanup([run], keep)
+    config = run.config
+    removed = cleanup([run.path], keep)
     print("figures:", ", ".join(map(str, figures)), f"({time.perf_counter() - start:.1f} s)")
     return {"pair_file": pair_file, "config": config, "summary": summary, "evaluation": evaluation,
             "mixture": mixture, "figures": figures, "removed": removed, "folder": folder,
@@ -265,4 +267,4 @@ def main(quick: bool = True, mnist: bool = False, out: str | None = None, keep: 
 
 # %%
 if __name__ == "__main__":
-    run_main(main, "Tutorial 6: a Gaussian-mixture-prior VAE written in your own file, run by the CLI.")
+    run_main(main, "Tutorial 6: a Gaussian-mixture-prior VAE written in your own file, run by the API.")

@@ -12,14 +12,14 @@
 # ---
 
 # %% [markdown]
-# # 7. Comparing inference algorithms: objectives, gradient noise and `ppl-dgm compare`
+# # 7. Comparing inference algorithms: objectives, gradient noise and `ppl_dgm.compare`
 #
 # One model can be trained with several *objectives*, and they differ in what their gradient
 # estimators cost and how noisy they are. For M2's unlabelled bound
 #
 # $$-\mathcal U(x) = \sum_y q(y\mid x)\,\bigl(-\mathcal L(x, y)\bigr) + \mathcal H[q(y\mid x)]$$
 #
-# `TraceEnum_ELBO` (`--elbo trace_enum`) sums over the ten labels exactly; `Trace_ELBO`
+# `TraceEnum_ELBO` (`elbo="trace_enum"`) sums over the ten labels exactly; `Trace_ELBO`
 # (`trace`) samples one $y \sim q(y\mid x)$ and differentiates
 # $\log q(y\mid x)\,\bigl(\log p(x, y, z) - \log q(y, z\mid x)\bigr)$ (the score-function estimator,
 # same expectation, more variance); `TraceGraph_ELBO` (`trace_graph`) keeps only the costs
@@ -32,8 +32,9 @@
 # a tighter bound for the model, but Rainforth et al. (2018) showed that the signal-to-noise ratio
 # of the guide's gradient, $\mathrm{SNR} = |\mathbb E\,g| / \mathrm{sd}(g)$, *falls* like
 # $1/\sqrt K$ while the model's rises like $\sqrt K$. `ppl_dgm.infer.gradient_stats` measures the
-# SNR per parameter element over repeated draws of the gradient at fixed parameters; `ppl-dgm
-# compare` reports it for every arm at initialisation and at the end of training.
+# SNR per parameter element over repeated draws of the gradient at fixed parameters;
+# `ppl_dgm.compare` (`ppl-dgm compare` in a shell) reports it for every arm at initialisation and
+# at the end of training.
 
 # %%
 from __future__ import annotations
@@ -47,7 +48,7 @@ import pyro.distributions as dist
 import torch
 from pyro.infer import RenyiELBO
 
-from ppl_dgm.comparison import compare
+import ppl_dgm
 from ppl_dgm.infer.gradient_stats import snr
 from ppl_dgm.infer.gradients import draw_gradients
 from ppl_dgm.infer.objectives import loss_and_surrogate
@@ -95,31 +96,54 @@ def snr_against_k(mu0: float, ks=(1, 10, 100), draws: int = 300, seed: int = 0) 
 
 
 # %% [markdown]
-# ## 2. `compare`: enumeration against sampling on M2
+# ## 2. `ppl_dgm.compare`: enumeration against sampling on M2
 #
-# `compare` trains each arm (model, objective, backend) for each seed on the same data, labelled
-# draw and budget, as ordinary run directories under `OUT/runs/<arm>/seed<k>`, then draws the
-# gradient diagnostics and the IW log-likelihood, and writes `comparison.nc` (dimensions arm,
-# seed, epoch), `comparison.csv`, `comparison.md` and `comparison.png`. The command line is
+# `ppl_dgm.compare` trains each arm (model, objective, backend) for each seed on the same data,
+# labelled draw and budget, as ordinary run directories under `OUT/runs/<arm>/seed<k>` (each one
+# opens with `ppl_dgm.load`), then draws the gradient diagnostics and the IW log-likelihood. It
+# returns the comparison as an xarray Dataset (dimensions arm, seed, epoch) and writes it to
+# `comparison.nc`, with `comparison.csv`, `comparison.md` and `comparison.png`. The training
+# options shared by every arm are keywords, as for `ppl_dgm.train`:
 #
-#     ppl-dgm compare m2 --objectives trace_enum,trace,trace_graph --seeds 0,1,2 --minutes 4
+# ```python
+# ds = ppl_dgm.compare(["m2"], ["trace_enum", "trace", "trace_graph"], seeds=[0, 1, 2],
+#                      minutes=4, out="compare/m2", dataset="digits", labels=100)
+# ds["snr_q_median_init"].mean("seed").to_series()   # one number per arm
+# ```
+#
+# (in a shell: `ppl-dgm compare m2 --objectives trace_enum,trace,trace_graph --seeds 0,1,2
+# --minutes 4`). The table `comparison.md`, printed below, has one row per arm, the mean ± sd
+# over seeds of
+#
+# * **test ELBO**: the bound on the test set with $y$ summed out exactly, whatever the training
+#   objective, so that the arms report the same quantity; **IW-K log p(x)**: the importance-
+#   weighted estimate with $K$ = `iw_samples` on the first `iw_subset` test points; **test error**;
+# * **ms/step** and **CPU ms/step**: wall-clock and process CPU milliseconds per optimiser step in
+#   the steady state (the steps after the first epoch, which carries one-off costs). On a machine
+#   shared with other jobs the wall clock counts their time too; the CPU time does not;
+# * **SNR q** / **SNR p** at **init** and **end**: the median over the guide's (q) and the model's
+#   (p) parameter elements of $|\mathbb E\, g| / \mathrm{sd}(g)$ over `grad_draws` draws of the
+#   gradient at fixed parameters and batch, at initialisation and after training;
+# * **Var loss** at **init** and **end**: the variance of the loss estimate (nats² per point).
 #
 # Here: the bundled digits, tiny networks and a few steps (quick), or a longer run (`--full`).
 
 
 # %%
 def run_comparison(quick: bool, mnist: bool, folder, data_dir: str | None) -> dict:
-    options = {"dataset": "mnist" if mnist else "digits", "labels": 100, "device": "cpu",
-               "batch_size": 50, "labelled_batch_size": 50,
-               "steps_per_epoch": 5 if quick else 50}
-    if data_dir:
-        options["data_dir"] = data_dir
+    data = {"dataset": "mnist", "data_dir": data_dir} if mnist else {"dataset": "digits"}
     hparams = {"hidden": [32], "z_dim": 4} if quick else {"hidden": [256], "z_dim": 16}
-    ds = compare(["m2"], ["trace_enum", "trace", "trace_graph"], seeds=[0] if quick else [0, 1, 2],
-                 epochs=2 if quick else 10, out=folder, options=options, hparams=hparams,
-                 iw_samples=20 if quick else 500, iw_subset=50 if quick else 500,
-                 grad_draws=20 if quick else 100)
+    ds = ppl_dgm.compare(["m2"], ["trace_enum", "trace", "trace_graph"],
+                         seeds=[0] if quick else [0, 1, 2], epochs=2 if quick else 10, out=folder,
+                         hparams=hparams, iw_samples=20 if quick else 500,
+                         iw_subset=50 if quick else 500, grad_draws=20 if quick else 100,
+                         labels=100, device="cpu", threads=1, batch_size=50,
+                         labelled_batch_size=50, steps_per_epoch=5 if quick else 50, **data)
     print((folder / "comparison.md").read_text())
+    snr_q = ds["snr_q_median_init"].mean("seed").to_series()  # the Dataset, read by arm
+    enumerated = snr_q["m2/trace_enum/pyro"]
+    print("guide SNR at initialisation, against summing y out: " + ", ".join(
+        f"{arm} {value / enumerated:.2f}x" for arm, value in snr_q.items()))
     return {"dataset": ds, "table": (folder / "comparison.md").read_text()}
 
 
