@@ -263,9 +263,11 @@ class Run:
 
     def evaluate(self, iw_samples: int = 5000, chunk_size: int = 500, subset: int | None = None,
                  classify_samples: int | None = None, device: str = "auto", seed: int = 0,
-                 bn_stats: str = "running", threads: int | None = None) -> dict[str, Any]:
+                 bn_stats: str = "running", threads: int | None = None,
+                 progress: bool = True) -> dict[str, Any]:
         """The test error and the importance-weighted log-likelihood of the last checkpoint
-        (written to ``evaluation.json``; see ``ppl-dgm evaluate --help`` for each option)."""
+        (written to ``evaluation.json``; see ``ppl-dgm evaluate --help`` for each option;
+        ``progress``: a progress bar of the importance sampling)."""
         from ppl_dgm.evaluate import check_evaluation_options, evaluate_run
 
         check_evaluation_options(iw_samples=iw_samples, chunk_size=chunk_size, subset=subset,
@@ -273,7 +275,7 @@ class Run:
         _reader_threads(self.path, threads)
         return evaluate_run(self.path, iw_samples=iw_samples, chunk_size=chunk_size,
                             subset=subset, classify_samples=classify_samples, device=device,
-                            seed=seed, bn_stats=bn_stats)
+                            seed=seed, bn_stats=bn_stats, progress=progress)
 
     def sample(self, output: str | os.PathLike | None = None, per_class: int = 10,
                device: str = "auto", seed: int = 0, threads: int | None = None) -> Path:

@@ -461,7 +461,8 @@ def write_report(out: str | Path, arms: Iterable[Arm] | None = None,
 def markdown(ds: xr.Dataset, rows: list[dict[str, Any]]) -> str:
     """The table of ``comparison.md``: mean ± sd over seeds per arm."""
     settings = json.loads(ds.attrs.get("settings", "{}") or "{}")
-    head = ["arm", "seeds", "test ELBO", f"IW-{settings.get('iw_samples', 'K')} log p(x)",
+    iw = settings.get("iw_samples", "K")
+    head = ["arm", "seeds", "test ELBO", f"IW-{iw} log p(x)" if iw else "log p(x) (not estimated)",
             "test error", "ms/step", "CPU ms/step", "SNR q init", "SNR q end", "SNR p init",
             "SNR p end", "Var loss init", "Var loss end"]
     clock = (settings.get("options") or {}).get("budget_clock") or "wall"
@@ -471,9 +472,13 @@ def markdown(ds: xr.Dataset, rows: list[dict[str, Any]]) -> str:
     lines = ["# Comparison", "",
              f"Arms x seeds {[int(s) for s in ds.seed.values]}; budget: {budget or '?'} per "
              "arm (training time; evaluation not counted). "
-             "Mean ± sd over seeds. SNR: median over parameter elements of |E g| / sd(g) over "
-             f"{settings.get('grad_draws', 'N')} gradient draws at fixed parameters and batch "
-             "(q: guide, p: model); Var loss: variance of the loss estimate (nats² per point). "
+             "Mean ± sd over seeds. "
+             + ("SNR: median over parameter elements of |E g| / sd(g) over "
+                f"{settings.get('grad_draws', 'N')} gradient draws at fixed parameters and batch "
+                "(q: guide, p: model); Var loss: variance of the loss estimate (nats² per point). "
+                if settings.get("grad_draws", 1) else "SNR and Var loss: not measured "
+                "(grad_draws 0). ")
+             +
              "ms/step: steady state, the steps after the first epoch (which carries one-off "
              "costs; a one-epoch run: all its steps).",
              "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
