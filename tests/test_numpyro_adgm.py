@@ -10,9 +10,6 @@ enumerated y, for z), so ``TraceEnum_ELBO`` scores them as it scores its own dra
 
 import json
 import math
-import os
-import subprocess
-import sys
 import warnings
 from functools import partial
 
@@ -24,6 +21,7 @@ from numpyro import handlers
 from numpyro.infer import TraceEnum_ELBO
 
 from ppl_dgm import registry, results
+from ppl_dgm.cli import main
 from ppl_dgm.nn.flax_blocks import apply
 
 X_DIM, K, A_DIM, Z_DIM, B = 6, 3, 2, 2, 4
@@ -393,19 +391,14 @@ def test_cli_numpyro_adgm_on_digits_writes_a_finite_summary(tmp_path):
     """Two particles (a plate inside the programs; the trainer's ELBO runs one), 5 samples of a
     per prediction, one epoch of tiny networks (registered defaults otherwise: batch norm on).
 
-    The CLI runs in a subprocess with XLA's optimisation passes off: the compilations dominate
-    this run and take less than half the time."""
+    The CLI runs in this process, with the session's XLA flags (conftest.py: optimisation passes
+    off; the compilations dominate this run)."""
     out = tmp_path / "run"
     args = ["train", "adgm", "--backend", "numpyro", "--dataset", "digits", "--labels", "50",
             "--epochs", "1", "--device", "cpu", "--out", str(out), "--no-progress",
             "--num-particles", "2", "--classify-samples", "5",
             "--set", "hidden=[16]", "--set", "a_dim=4", "--set", "z_dim=4"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "XLA_FLAGS": "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"}
-    code = "import sys; from ppl_dgm.cli import main; sys.exit(main(sys.argv[1:]))"
-    run = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                         env=env)
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert main(args) == 0
     summary = json.loads((out / results.SUMMARY).read_text())
     assert summary["backend"] == "numpyro" and summary["model"] == "adgm"
     assert summary["config"]["num_particles"] == 2 and summary["config"]["classify_samples"] == 5

@@ -10,9 +10,6 @@ scores them as it scores its own draws.
 
 import json
 import math
-import os
-import subprocess
-import sys
 import warnings
 from functools import partial
 from types import SimpleNamespace
@@ -25,6 +22,7 @@ from numpyro import handlers
 from numpyro.infer import Trace_ELBO
 
 from ppl_dgm import registry, results
+from ppl_dgm.cli import main
 from ppl_dgm.guides.ladder_numpyro import precision_weighted_merge
 
 X_DIM, B, BETA = 7, 5, 0.6
@@ -336,20 +334,14 @@ def test_cli_numpyro_lvae_on_digits_trains_and_evaluates(tmp_path):
     """One epoch of tiny networks (registered defaults otherwise: batch norm, Trace_ELBO, warm-up),
     then ``evaluate`` with 40 IW samples on 120 test points: IW >= ELBO on the same points.
 
-    Both commands run in one subprocess with XLA's optimisation passes off (the compilations
-    dominate this run)."""
+    Both commands run in this process, with the session's XLA flags (conftest.py: optimisation
+    passes off; the compilations dominate this run)."""
     out = tmp_path / "run"
     train = ["train", "lvae", "--backend", "numpyro", "--dataset", "digits", "--epochs", "1",
              "--device", "cpu", "--out", str(out), "--no-progress", "--batch-size", "64",
              "--set", "z_dims=[4,2]", "--set", "hidden_dims=[16,8]"]
     evaluate = ["evaluate", str(out), "--iw-samples", "40", "--subset", "120", "--device", "cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "XLA_FLAGS": "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"}
-    code = ("import sys, json; from ppl_dgm.cli import main; args = json.loads(sys.argv[1]); "
-            "sys.exit(main(args[0]) or main(args[1]))")
-    run = subprocess.run([sys.executable, "-c", code, json.dumps([train, evaluate])],
-                         capture_output=True, text=True, env=env)
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert main(train) == 0 and main(evaluate) == 0
     summary = json.loads((out / results.SUMMARY).read_text())
     assert summary["backend"] == "numpyro" and summary["model"] == "lvae"
     assert summary["config"]["elbo"] == "trace" and summary["test_error"] is None

@@ -9,9 +9,6 @@ dominates: each check runs as one function compiled with XLA's optimisation pass
 """
 
 import json
-import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import jax
@@ -24,6 +21,7 @@ from numpyro import handlers
 from numpyro.infer import Trace_ELBO
 
 from ppl_dgm import registry, results
+from ppl_dgm.cli import main
 from ppl_dgm.infer.numpyro_objectives import TraceELBO, supervised
 from ppl_dgm.nn.spatial_jax import glimpse_size, transform
 from tests.conftest import mnist_dir
@@ -300,9 +298,10 @@ def test_digit_and_sequence_errors_by_hand():
 
 
 @pytest.mark.skipif(mnist_dir() is None, reason="the shared MNIST file is not next to the repo")
-def test_cli_numpyro_rnn_spn_trains_and_evaluates(tmp_path):
-    """One epoch of two RMSprop steps on 270 canvases of two digits, then ``evaluate``; both in one
-    subprocess with XLA's optimisation passes off (compilation dominates this run)."""
+def test_cli_numpyro_rnn_spn_trains_and_evaluates(tmp_path, monkeypatch, capsys):
+    """One epoch of two RMSprop steps on 270 canvases of two digits, then ``evaluate``; both in
+    this process, with the session's XLA flags (conftest.py: optimisation passes off; compilation
+    dominates this run)."""
     out = tmp_path / "run"
     options = ["n_train=300", "n_test=100", f"canvas={SIDE}", f"n_digits={T}", "n_clutter=4"]
     sets = [a for k, v in TINY["rnn-spn"].items() for a in ("--set", f"{k}={v}")]
@@ -310,14 +309,10 @@ def test_cli_numpyro_rnn_spn_trains_and_evaluates(tmp_path):
              "--batch-size", "20", "--device", "cpu", "--no-progress", "--out", str(out), *sets,
              *[a for o in options for a in ("--data-option", o)]]
     evaluate = ["evaluate", str(out), "--device", "cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PPL_DGM_DATA": str(mnist_dir()),
-           "XDG_CACHE_HOME": str(tmp_path / "cache"),
-           "XLA_FLAGS": "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"}
-    code = ("import sys, json; from ppl_dgm.cli import main; args = json.loads(sys.argv[1]); "
-            "sys.exit(main(args[0]) or main(args[1]))")
-    run = subprocess.run([sys.executable, "-c", code, json.dumps([train, evaluate])],
-                         capture_output=True, text=True, env=env)
-    assert run.returncode == 0, run.stderr[-3000:]
+    monkeypatch.setenv("PPL_DGM_DATA", str(mnist_dir()))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert main(train) == 0 and main(evaluate) == 0
+    printed = capsys.readouterr().out
     summary = json.loads((out / results.SUMMARY).read_text())
     assert summary["backend"] == "numpyro" and summary["model"] == "rnn-spn"
     assert summary["steps"] == 2 and summary["config"]["optimizer"] == "rmsprop"
@@ -332,4 +327,4 @@ def test_cli_numpyro_rnn_spn_trains_and_evaluates(tmp_path):
     assert evaluation["backend"] == "numpyro" and "test_log_likelihood" not in evaluation
     assert evaluation["test_error"] == summary["test_error"]
     assert evaluation["test_sequence_error"] == summary["test_sequence_error"]
-    assert "test_sequence_error" in run.stdout
+    assert "test_sequence_error" in printed

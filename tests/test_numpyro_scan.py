@@ -25,29 +25,28 @@ NET = {"z_dim": 4, "hidden": [16]}
 
 
 def trained(tmp_path, scan_steps: int):
+    """The checkpoint after training, and the initial SVI state (before ``fit``)."""
     from ppl_dgm.training.numpyro_loop import NumPyroTrainer
 
     config = resolve(registry.get("m2", "numpyro"), {**CONFIG, "scan_steps": scan_steps}, NET)
     run = tmp_path / f"scan{scan_steps}"
-    NumPyroTrainer(config, run, progress=False).fit()
+    trainer = NumPyroTrainer(config, run, progress=False)
+    initial = jax.device_get(trainer.svi_state)
+    trainer.fit()
     with open(run / "checkpoint.pkl", "rb") as f:
         state = pickle.load(f)
-    return state
+    return state, initial
 
 
 def test_scanned_epoch_equals_step_by_step(tmp_path):
-    one, scanned = trained(tmp_path, 0), trained(tmp_path, 3)
+    (one, initial), (scanned, _) = trained(tmp_path, 0), trained(tmp_path, 3)
     assert (one["step"], scanned["step"]) == (14, 14)
     a, b = (jax.tree_util.tree_leaves(s["svi_state"]) for s in (one, scanned))
     assert len(a) == len(b) > 0
     for x, y in zip(a, b, strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-4, atol=2e-6)
     # the parameters moved from their initial values: the comparison is not of two no-ops
-    from ppl_dgm.training.numpyro_loop import NumPyroTrainer
-
-    config = resolve(registry.get("m2", "numpyro"), CONFIG, NET)
-    initial = jax.tree_util.tree_leaves(
-        jax.device_get(NumPyroTrainer(config, tmp_path / "init", progress=False).svi_state))
+    initial = jax.tree_util.tree_leaves(initial)
     assert sum(not np.allclose(np.asarray(x), np.asarray(y)) for x, y in zip(a, initial, strict=True)) >= 4
     losses = [[record["loss"] for record in s["history"]] for s in (one, scanned)]
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)

@@ -95,16 +95,19 @@ def test_bad_inputs_are_named(tmp_path):
 
 
 def test_cli_m2_on_digits_beats_logistic_regression_on_the_labels(tmp_path, capsys):
-    """M2 with 100 labels must do at least as well as a classifier of the 100 labels alone."""
+    """M2 with 100 labels must do at least as well as a classifier of the 100 labels alone.
+
+    25 epochs (275 steps): 94.4% test accuracy against the classifier's 91.1% (60 epochs: 95.6%;
+    seeds 1 and 2 of the split: 91.1 / 93.4% against 89.3 / 90.5%)."""
     out = tmp_path / "run"
-    assert main(["train", "m2", "--dataset", "digits", "--labels", "100", "--epochs", "60",
+    assert main(["train", "m2", "--dataset", "digits", "--labels", "100", "--epochs", "25",
                  "--seed", "0", "--device", "cpu", "--out", str(out), "--no-progress"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     for key in ("model", "dataset", "labels", "seed", "epochs", "device", "test_error",
                 "test_elbo", "n_labelled", "n_unlabelled", "steps_per_epoch",
                 "seconds_per_epoch", "versions"):
         assert key in summary, key
-    assert summary["n_labelled"] == 100 and summary["epochs"] == 60
+    assert summary["n_labelled"] == 100 and summary["epochs"] == 25
 
     data = load_dataset("digits")
     split = semi_supervised_split(data.y_train, 100, 0, default_validation_size(1300))
