@@ -51,7 +51,7 @@ class DeltaGuide(nn.Module):
         return torch.softmax(self.classifier(x), -1)
 
 
-def delta_pair(config, info):
+def delta_pair(config, info, spec=None):
     from ppl_dgm.models.m2 import M2Model
 
     p = M2Model(info.x_dim, info.n_classes, z_dim=3, hidden=[8], batch_norm=False)
@@ -267,7 +267,7 @@ def test_jax_two_host_devices_equal_one_device(tmp_path):
 # (clip_norm 5): clipping rescales the gradient, so a loss multiplied by the number of processes
 # leaves the update, and Adam's moments, unchanged. Here the update is written out by hand, the
 # gradients are compared *before* clipping, and a loss of the wrong scale must fail the comparison.
-def bn_delta_pair(config, info):
+def bn_delta_pair(config, info, spec=None):
     """The delta pair with batch norm in the decoder: on CPUs each rank normalises its shard with
     the shard's own statistics, so the DDP gradient is the mean of the shards' gradients."""
     from ppl_dgm.models.m2 import M2Model
