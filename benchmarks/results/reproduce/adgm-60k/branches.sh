@@ -23,7 +23,16 @@ branch() {  # NAME [options]
     ppl-dgm train "${common[@]}" "$@" --out "$OUT/$name" > "$OUT/$name.log" 2>&1 \
         || ppl-dgm train --resume --out "$OUT/$name" >> "$OUT/$name.log" 2>&1
 }
-mkdir -p "$OUT"; uptime > "$OUT/uptime-start.txt"
-branch control & branch frozen --set train_q_a=false & wait
-branch alpha --alpha 1200 & branch samples --num-particles 10 & wait
-uptime > "$OUT/uptime-end.txt"
+# BRANCHES picks some of them, two at a time, e.g. BRANCHES="frozen alpha" (default: all four)
+declare -A OPTIONS=([control]="" [frozen]="--set train_q_a=false" [alpha]="--alpha 1200"
+                    [samples]="--num-particles 10")
+read -r -a chosen <<< "${BRANCHES:-control frozen alpha samples}"
+mkdir -p "$OUT"; uptime > "$OUT/uptime-start-${chosen[0]}.txt"
+for ((i = 0; i < ${#chosen[@]}; i += 2)); do
+    for name in "${chosen[@]:i:2}"; do
+        # shellcheck disable=SC2086  # the options are words
+        branch "$name" ${OPTIONS[$name]} &
+    done
+    wait
+done
+uptime > "$OUT/uptime-end-${chosen[0]}.txt"
