@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 
 from ppl_dgm import registry, results
-from ppl_dgm.config import parse_value, resolve
+from ppl_dgm.config import resolve
 from ppl_dgm.errors import UserError
 
 # The papers' reported figures (../shared/design/papers.md): error rates as fractions, test
@@ -192,16 +192,6 @@ def available_claims() -> list[str]:
 
 
 # ------------------------------------------------------------------------------------ runs
-def _key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"{flag} expects KEY=VALUE, got {item!r}", f"e.g. {flag} epochs=3")
-        out[key] = parse_value(value)
-    return out
-
-
 def run_config(claim: Claim, model: str, backend: str, device: str, seed: int, minutes: float,
                args: SimpleNamespace) -> Any:
     """The training configuration of one run: the registered recipe in the paper's setting."""
@@ -215,7 +205,7 @@ def run_config(claim: Claim, model: str, backend: str, device: str, seed: int, m
     if args.data_dir:
         overrides["data_dir"] = args.data_dir
     overrides.update(claim.overrides)
-    extra = _key_values(args.config, "--config")
+    extra = dict(args.config)
     for key in ("model", "backend", "device", "seed", "max_minutes"):
         if key in extra:
             raise UserError(f"--config {key}=... is set by reproduce",
@@ -224,7 +214,7 @@ def run_config(claim: Claim, model: str, backend: str, device: str, seed: int, m
     threads = os.environ.get("OMP_NUM_THREADS")
     if threads and threads.isdigit():
         overrides["threads"] = int(threads)
-    return resolve(spec, overrides, _key_values(args.set, "--set"))
+    return resolve(spec, overrides, dict(args.set))
 
 
 def train_run(config: Any, run_dir: Path, progress: bool) -> dict[str, Any]:
@@ -323,9 +313,9 @@ def command_line(args: SimpleNamespace) -> str:
         words += ["--dataset", args.dataset]
     if args.data_dir:
         words += ["--data-dir", str(args.data_dir)]
-    for item in args.set or []:
+    for item in _items(args.set):
         words += ["--set", item]
-    for item in args.config or []:
+    for item in _items(args.config):
         words += ["--config", item]
     return shlex.join(words)
 
@@ -334,8 +324,8 @@ def deviations(claim: Claim, args: SimpleNamespace) -> list[str]:
     out = []
     if args.dataset and args.dataset != claim.dataset:
         out.append(f"data set {args.dataset} instead of {claim.dataset}")
-    out += [f"--set {item}" for item in args.set or []]
-    out += [f"--config {item}" for item in args.config or []]
+    out += [f"--set {item}" for item in _items(args.set)]
+    out += [f"--config {item}" for item in _items(args.config)]
     if args.models and tuple(args.models) != claim.models:
         out.append(f"models {', '.join(args.models)} only")
     return out
@@ -502,8 +492,7 @@ def reproduce(claim: str, minutes: float, *, device: str = "auto", backend: str 
         claim=claim, minutes=minutes, device=device, backend=backend, out=out,
         seeds=list(seeds), models=list(models) if models else None, iw_samples=iw_samples,
         iw_subset=iw_subset, dataset=dataset, data_dir=data_dir, no_progress=not progress,
-        set=[f"{k}={_text(v)}" for k, v in (hparams or {}).items()],
-        config=[f"{k}={_text(v)}" for k, v in (config or {}).items()])
+        set=dict(hparams or {}), config=dict(config or {}))
     if backend not in ("auto", "pyro", "numpyro"):
         raise UserError(f"unknown backend {backend!r}", "use auto, pyro or numpyro")
     if not args.seeds:
@@ -598,5 +587,6 @@ def reproduce(claim: str, minutes: float, *, device: str = "auto", backend: str 
     return report
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+def _items(values: dict[str, Any]) -> list[str]:
+    """``{"z_dim": 32}`` -> ``["z_dim=32"]``: the ``KEY=VALUE`` words of a recorded command."""
+    return [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in values.items()]
