@@ -1,7 +1,7 @@
 """Backend-neutral pieces shared by a Pyro model and its NumPyro twin (imports neither torch nor JAX).
 
-- ``PAPER_MIN_SCALE``: the LVAE recipe's floor of a Gaussian layer's scale, sqrt(1e-5) (the authors'
-  variance ``softplus(h) + 1e-5``), used by the VAE/LVAE and CaGeM layers of both backends;
+- ``PAPER_MIN_SCALE`` (defined in ``ppl_dgm.nn``, the Gaussian layers' default): the LVAE recipe's
+  floor of a Gaussian layer's scale, sqrt(1e-5), used by the VAE/LVAE and CaGeM layers of both backends;
 - the VAE/LVAE's hyperparameters: :data:`LVAE_DEFAULTS`, :func:`check_lvae_hparams` and
   :func:`check_lvae_dims`
   (``models/lvae.py`` and ``models/lvae_numpyro.py``);
@@ -16,8 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ppl_dgm.errors import UserError
-
-PAPER_MIN_SCALE = 1e-5 ** 0.5
+from ppl_dgm.nn import PAPER_MIN_SCALE
 
 #: The registered VAE/LVAE defaults (the paper's MNIST model, five stochastic layers).
 #: ``share_top_down``, ``only_mu_up`` and ``top_down_widths`` are options of the ladder guide (the

@@ -71,7 +71,7 @@ class RunDirectoryError(UserError):
 
 
 class RunLockedError(RunDirectoryError):
-    """Another process is training in the run directory."""
+    """Another process holds the run directory (training, evaluating or sampling in it)."""
 
     exit_code = EXIT_LOCKED
 

@@ -92,7 +92,7 @@ def iw_record(estimate: IWEstimate, n_points: int, iw_samples: int, batch_size: 
 
 
 #: Per-example IW estimates of the last evaluation (netCDF): paired comparisons between runs
-#: evaluated on the same test points (``benchmarks/cagem_report.py``).
+#: evaluated on the same test points (``benchmarks/paired_report.py``).
 PER_EXAMPLE = "iw_per_example.nc"
 
 

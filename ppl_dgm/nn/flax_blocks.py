@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from numpyro.contrib.module import flax_module
 
-from ppl_dgm.models.common import PAPER_MIN_SCALE
+from ppl_dgm.nn import PAPER_MIN_SCALE
 from ppl_dgm.nn.init_rules import SMALL_STD, check_weight_init, hidden_gain
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {

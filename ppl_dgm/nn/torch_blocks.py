@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ppl_dgm.models.common import PAPER_MIN_SCALE
+from ppl_dgm.nn import PAPER_MIN_SCALE
 from ppl_dgm.nn.init_rules import SMALL_STD, check_weight_init, hidden_gain
 
 ACTIVATIONS = {

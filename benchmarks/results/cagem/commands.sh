@@ -37,5 +37,5 @@ train_and_evaluate cagem_labels0 cagem --labels 0 --set n_clusters=10 "${COMMON[
 wait
 train_and_evaluate vae vae --elbo trace "${COMMON[@]}" "${SIZES[@]}"
 
-python benchmarks/cagem_report.py "$OUT/cagem_labels100" "$OUT/cagem_labels0" "$OUT/vae" \
+python benchmarks/paired_report.py "$OUT/cagem_labels100" "$OUT/cagem_labels0" "$OUT/vae" \
   --out "$OUT"

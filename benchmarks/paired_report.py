@@ -1,17 +1,21 @@
-"""The CaGeM study's table and learning curves from evaluated run directories.
+"""A paired comparison of evaluated run directories: table, paired differences, learning curves.
 
-    python benchmarks/cagem_report.py benchmarks/results/cagem/cagem_labels100 \
-        benchmarks/results/cagem/cagem_labels0 benchmarks/results/cagem/vae \
-        --out benchmarks/results/cagem
+    python benchmarks/paired_report.py RUN_A RUN_B [RUN_C ...] --out DIR
 
-For every run: training time, epochs, IW log-likelihood (mean and standard error over the test
-points), the ELBO, the test error (with labels) or the clustering accuracy (without). For every pair
-of runs: the mean per-example difference of the IW estimates on the same test points with its
-paired standard error, sd(d) / sqrt(n) -- much smaller than the unpaired one, since the points'
-difficulty is shared -- which decides the paper's ordering (labels > unsupervised > no clusters).
-Runs evaluated on different points are refused. Writes ``report.md``, ``report.json`` and
-``learning_curves.png`` (against training minutes: validation ELBO, KL of the cluster variable y,
-validation accuracy of q(y | z1, x) -- classification with labels, clustering without).
+The runs are given in the claimed order, best first (the CaGeM study: labels > unsupervised > a VAE
+without clusters, ``benchmarks/results/cagem``; the LVAE study: ladder > plain hierarchical guide,
+``benchmarks/results/lvae_authors``).
+
+For every run: epochs, training time, IW log-likelihood (mean and standard error over the test
+points), the share of Pareto k > 0.7 beside it (a high share: the figure is a loose lower bound), the
+ELBO, the test error (with labels) or the clustering accuracy (without). For every pair of runs: the
+mean per-example difference of the IW estimates on the same test points with its paired standard
+error, sd(d) / sqrt(n) -- much smaller than the unpaired one, since the points' difficulty is
+shared -- which decides the claimed ordering (each adjacent difference > 2 paired SEs). Runs
+evaluated on different points or with different numbers of samples are refused. Writes
+``report.md``, ``report.json`` and ``learning_curves.png`` (against epochs, so that runs compare at
+equal epochs: the held-out ELBO -- validation, else test -- and, where recorded, the KL of a cluster
+variable y and the accuracy of q(y | .) against the classes).
 """
 
 from __future__ import annotations
@@ -33,8 +37,8 @@ def load(run_dir: Path) -> dict[str, Any]:
     """A run's records: name, summary, evaluation, per-example estimates, history."""
     for name in (results.SUMMARY, results.EVALUATION, PER_EXAMPLE, results.HISTORY):
         if not (run_dir / name).is_file():
-            raise SystemExit(f"cagem_report: error: {run_dir} has no {name}; train and evaluate it "
-                             "first (benchmarks/results/cagem/commands.sh)")
+            raise SystemExit(f"paired_report: error: {run_dir} has no {name}; train and evaluate it "
+                             "first (ppl-dgm train, then ppl-dgm evaluate)")
     with xr.open_dataset(run_dir / PER_EXAMPLE) as ds:
         per_example = ds.load()
     return {"name": run_dir.name, "dir": run_dir,
@@ -48,8 +52,13 @@ def load(run_dir: Path) -> dict[str, Any]:
 def paired(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """Mean of ll_a - ll_b over the same test points, its paired standard error, and z."""
     if not np.array_equal(a["test_index"], b["test_index"]):
-        raise SystemExit(f"cagem_report: error: {a['name']} and {b['name']} were evaluated on "
+        raise SystemExit(f"paired_report: error: {a['name']} and {b['name']} were evaluated on "
                          "different test points; evaluate both with the same --subset")
+    k_a, k_b = a["evaluation"]["iw_samples"], b["evaluation"]["iw_samples"]
+    if k_a != k_b:
+        raise SystemExit(f"paired_report: error: {a['name']} (IW-{k_a}) and {b['name']} (IW-{k_b}) "
+                         "were evaluated with different numbers of samples; evaluate both with the "
+                         "same --iw-samples")
     d = a["ll"] - b["ll"]
     se = float(d.std(ddof=1) / math.sqrt(len(d)))
     return {"a": a["name"], "b": b["name"], "mean_difference": float(d.mean()),
@@ -85,7 +94,9 @@ def markdown(rows: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> str:
             f"{_fmt(r['clustering_accuracy'], '.4f')} | "
             f"{_fmt(r['pareto_k_fraction_above_0.7'], '.2f')} |")
     n, k = rows[0]["n_test"], rows[0]["iw_samples"]
-    lines += ["", f"IW-{k} on the same {n} test points; ± is the standard error over points.", "",
+    lines += ["", f"IW-{k} on the same {n} test points; ± is the standard error over points. "
+              "Where the share of Pareto k > 0.7 is high the IW figure is a loose lower bound of "
+              "log p(x).", "",
               "| difference | mean (nats) | paired SE | z |", "| --- | --- | --- | --- |"]
     for p in pairs:
         lines.append(f"| {p['a']} - {p['b']} | {p['mean_difference']:+.3f} | {p['paired_se']:.3f} "
@@ -100,28 +111,40 @@ def plot_curves(runs: list[dict[str, Any]], output: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    held_out = "validation"
     for run in runs:
         h = run["history"]
-        minutes = np.cumsum(h["seconds"].values) / 60
-        axes[0].plot(minutes, h["validation_elbo"].values, marker=".", label=run["name"])
+        epoch = h["epoch"].values
+        name = "validation_elbo" if "validation_elbo" in h else "test_elbo"
+        held_out = name.split("_")[0]
+        if name in h:
+            values = h[name].values
+            seen = np.isfinite(values)  # evaluated epochs only (--eval-every)
+            axes[0].plot(epoch[seen], values[seen], marker=".", label=run["name"])
         if "kl" in h and "site" in h.coords and "y" in h["site"].values:
-            axes[1].plot(minutes, h["kl"].sel(site="y").values, marker=".", label=run["name"])
-        if "validation_error" in h:
-            axes[2].plot(minutes, 1 - h["validation_error"].values, marker=".",
-                         label=f"{run['name']} (classification)")
+            axes[1].plot(epoch, h["kl"].sel(site="y").values, marker=".", label=run["name"])
+        for key, kind in (("validation_error", "classification"), ("test_error", "classification")):
+            if key in h:
+                values = 1 - h[key].values
+                seen = np.isfinite(values)
+                axes[2].plot(epoch[seen], values[seen], marker=".",
+                             label=f"{run['name']} ({kind}, {key.split('_')[0]})")
+                break
         if "validation_clustering_accuracy" in h:
-            axes[2].plot(minutes, h["validation_clustering_accuracy"].values, marker=".",
+            axes[2].plot(epoch, h["validation_clustering_accuracy"].values, marker=".",
                          label=f"{run['name']} (clustering)")
-    axes[0].set(xlabel="training minutes", ylabel="validation ELBO (nats, beta = 1)",
+    axes[0].set(xlabel="epoch", ylabel=f"{held_out} ELBO (nats, beta = 1)",
                 title="learning curves")
-    axes[1].set(xlabel="training minutes", ylabel="KL(q(y|z1,x) || p(y)) (nats)",
+    axes[1].set(xlabel="epoch", ylabel="KL(q(y|.) || p(y)) (nats)",
                 title="use of the cluster variable y")
-    axes[2].set(xlabel="training minutes", ylabel="validation accuracy",
-                title="q(y | z1, x) against the classes")
+    axes[2].set(xlabel="epoch", ylabel="accuracy",
+                title="q(y | .) against the classes")
     for ax in axes:
+        if not ax.lines:  # nothing recorded for it (a model without y)
+            fig.delaxes(ax)
+            continue
         ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend()
+        ax.legend()
     fig.tight_layout()
     results.atomic_write(output, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
@@ -132,9 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path,
                         help="evaluated run directories, in the claimed order (best first)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cagem"),
-                        help="folder for report.md, report.json, learning_curves.png "
-                             "(default benchmarks/results/cagem)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder for report.md, report.json, learning_curves.png")
     args = parser.parse_args(argv)
     runs = [load(r) for r in args.runs]
     rows = [row(r) for r in runs]
