@@ -158,3 +158,25 @@ def test_numpyro_only_mu_up_and_wider_generative_networks():
     np.testing.assert_allclose(np.asarray(top.scale), np.asarray(scale), rtol=1e-5, atol=1e-6)
     assert jax.tree_util.tree_all(jax.tree_util.tree_map(lambda a: bool(jnp.isfinite(a).all()),
                                                          params))
+
+
+# --------------------------------------------------------------------- curves with no validation
+@pytest.mark.parametrize("validation_size", [0, 60])
+def test_learning_curve_without_a_validation_slice_is_the_test_elbo(tmp_path, validation_size):
+    """The authors' recipe holds no validation slice out (--validation-size 0): the held-out curve
+    is then the test ELBO (first 1,000 test points) with its per-site KL, named for what it is;
+    with a slice it stays the validation ELBO."""
+    from ppl_dgm import results
+
+    out = tmp_path / "run"
+    assert main(["train", "vae", "--dataset", "digits", "--epochs", "2", "--steps-per-epoch", "2",
+                 "--validation-size", str(validation_size), "--device", "cpu", "--no-progress",
+                 "--set", "z_dims=[3,2]", "--set", "hidden_dims=[8,6]", "--out", str(out)]) == 0
+    history = results.read_history(out / results.HISTORY)
+    named, other = (("test_elbo", "validation_elbo") if validation_size == 0
+                    else ("validation_elbo", "test_elbo"))
+    assert named in history and other not in history, list(history.data_vars)
+    values = history[named].values
+    assert np.isfinite(values).all() and (values < 0).all(), values
+    assert set(history["site"].values) == {"z1", "z2"}
+    assert np.isfinite(history["kl"].values).all()
