@@ -239,6 +239,32 @@ def training_points(trainer: Any, seed: int, run_dir: Path) -> np.ndarray:
     return binarize_static(x, seed)
 
 
+def _first_record(backend: str, trainer: Any, iw_samples: int, seed: int,
+                  classify_samples: int | None, bn_stats: str) -> dict[str, Any]:
+    """The evaluation record's settings (either backend); ``classify_samples`` (ADGM/SDGM: draws of
+    a averaged per prediction; unset: the run's own) is set on the trainer."""
+    if classify_samples is not None:
+        trainer.config.classify_samples = classify_samples
+    return {"backend": backend, "epochs": trainer.epoch, "iw_samples": iw_samples,
+            "evaluation_seed": seed, "classify_samples": trainer.config.classify_samples,
+            "bn_stats": bn_stats}
+
+
+def _label_figures(trainer: Any) -> dict[str, Any]:
+    """The test figures of the labels (either backend). Semi-supervised and unsupervised pairs
+    also have a likelihood (their IW weights come from any pair's model and guide traces);
+    supervised pairs (the RNN-SPN) have their digit and sequence errors; a semi-supervised pair
+    trained without labels (--labels 0) its clustering of the test images."""
+    record: dict[str, Any] = {}
+    if trainer.classifies:
+        record["test_error"] = trainer.classification_error(trainer.x_test, trainer.y_test)
+        if trainer.task == "supervised" and trainer.info.sequence_length > 1:
+            record["test_sequence_error"] = trainer.sequence_error(trainer.x_test, trainer.y_test)
+    if trainer.spec.task == "semi-supervised" and not trainer.classifies:
+        record.update(trainer.clustering(trainer.predictions(trainer.x_test)))
+    return record
+
+
 def _evaluate_pyro(run_dir: Path, *, iw_samples: int, chunk_size: int, subset: int | None,
                    classify_samples: int | None, device: str, seed: int, batch_size: int,
                    progress: bool, per_example: dict | None = None,
@@ -249,12 +275,7 @@ def _evaluate_pyro(run_dir: Path, *, iw_samples: int, chunk_size: int, subset: i
     from ppl_dgm.training.loop import load_run
 
     trainer = load_run(run_dir, device)
-    if classify_samples is not None:
-        trainer.config.classify_samples = classify_samples
-    record: dict[str, Any] = {"backend": "pyro", "epochs": trainer.epoch,
-                              "iw_samples": iw_samples, "evaluation_seed": seed,
-                              "classify_samples": trainer.config.classify_samples,
-                              "bn_stats": bn_stats}
+    record = _first_record("pyro", trainer, iw_samples, seed, classify_samples, bn_stats)
     if bn_stats == "train":  # the running averages replaced in memory (not in the checkpoint)
         from ppl_dgm.infer.batch_norm_stats import pyro_training_pass
 
@@ -265,12 +286,7 @@ def _evaluate_pyro(run_dir: Path, *, iw_samples: int, chunk_size: int, subset: i
             raise no_batch_norm_error(run_dir) from None
         record.update(bn_stats_points=len(x_train), bn_stats_layers=layers)
     pyro.set_rng_seed(seed)
-    if trainer.classifies:
-        record["test_error"] = trainer.classification_error(trainer.x_test, trainer.y_test)
-        if trainer.info.sequence_length > 1:
-            record["test_sequence_error"] = trainer.sequence_error(trainer.x_test, trainer.y_test)
-    if trainer.spec.task == "semi-supervised" and not trainer.classifies:  # --labels 0
-        record.update(trainer.clustering(trainer.predictions(trainer.x_test)))
+    record.update(_label_figures(trainer))
     if trainer.task != "supervised" and iw_samples > 0:
         x = trainer.x_test_binary if subset is None else trainer.x_test_binary[:subset]
 
@@ -294,12 +310,7 @@ def _evaluate_numpyro(run_dir: Path, *, iw_samples: int, chunk_size: int, subset
     from ppl_dgm.infer.numpyro_importance import log_likelihood
     from ppl_dgm.training.numpyro_loop import device_name
 
-    if classify_samples is not None:  # ADGM/SDGM average over draws of a (M2: deterministic)
-        trainer.config.classify_samples = classify_samples
-    record: dict[str, Any] = {"backend": "numpyro", "epochs": trainer.epoch,
-                              "iw_samples": iw_samples, "evaluation_seed": seed,
-                              "classify_samples": trainer.config.classify_samples,
-                              "bn_stats": bn_stats}
+    record = _first_record("numpyro", trainer, iw_samples, seed, classify_samples, bn_stats)
     if bn_stats == "train":  # the running averages replaced in memory (not in the checkpoint)
         from ppl_dgm.infer.batch_norm_stats import numpyro_training_pass
 
@@ -313,14 +324,7 @@ def _evaluate_numpyro(run_dir: Path, *, iw_samples: int, chunk_size: int, subset
         state = trainer.svi_state
         trainer.svi_state = state._replace(mutable_state={**(state.mutable_state or {}), **states})
         record.update(bn_stats_points=len(x_train), bn_stats_layers=layers)
-    # Semi-supervised and unsupervised pairs have a likelihood, whose IW weights any pair's model
-    # and guide traces give; supervised pairs (the RNN-SPN) have their digit and sequence errors.
-    if trainer.classifies:
-        record["test_error"] = trainer.classification_error(trainer.x_test, trainer.y_test)
-        if trainer.task == "supervised" and trainer.info.sequence_length > 1:
-            record["test_sequence_error"] = trainer.sequence_error(trainer.x_test, trainer.y_test)
-    if trainer.spec.task == "semi-supervised" and not trainer.classifies:  # --labels 0
-        record.update(trainer.clustering(trainer.predictions(trainer.x_test)))
+    record.update(_label_figures(trainer))
     if trainer.task != "supervised" and iw_samples > 0:
         x = trainer.x_test_binary if subset is None else trainer.x_test_binary[:subset]
         x_host = np.asarray(x, dtype=np.float32)

@@ -97,10 +97,10 @@ class EpochLoop:
     optimiser steps; returns the epoch's mean step statistics, at least ``loss`` and ``beta``),
     ``current_lr()``, ``save_checkpoint()``, ``load_checkpoint()``, ``predictions``,
     ``classification_error``, ``mean_elbo``, ``latent_record``, ``device_name``, and optionally
-    ``before_fit()``,
-    ``set_training(flag)``, ``summary_extras()`` and ``write_plots()``. The trainer's constructor
-    sets ``config``, ``run_dir``, ``progress``, ``task``, ``info``, ``steps_per_epoch``, the test
-    arrays and the counters (:meth:`reset_counters`).
+    ``before_fit()``, ``set_training(flag)``, ``summary_extras()`` and ``write_plots()``. The
+    trainer's constructor sets ``config``, ``run_dir``, ``progress``, ``spec`` and ``task``
+    (:meth:`bind`), ``info``, ``steps_per_epoch``, the test arrays and the counters
+    (:meth:`reset_counters`).
     """
 
     config: TrainConfig
@@ -111,6 +111,19 @@ class EpochLoop:
     steps_per_epoch: int
     # False in the data-parallel processes other than rank 0: they write nothing to the run directory
     writes_records: bool = True
+
+    def bind(self, config: TrainConfig, run_dir: str | Path, progress: bool,
+             spec: ModelSpec | None) -> None:
+        """The constructor's backend-neutral start: the configuration, the run directory, the
+        progress flag and the pair's spec (resolved once here unless given; a pair named by its
+        file, ``TrainConfig(model="f.py:build")``, gets its registered name and source)."""
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.spec = spec or registry.resolve_spec(config.model, config.backend, config.source)
+        if config.source is None and self.spec.source is not None:
+            config.model, config.source = self.spec.name, self.spec.source
+        self.task = self.spec.task
 
     def reset_counters(self) -> None:
         self.epoch = 0

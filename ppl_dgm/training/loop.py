@@ -180,13 +180,7 @@ class Trainer(EpochLoop):
         if getattr(config, "init_from", None):
             raise UserError("--init-from (a branch from another run's checkpoint) is implemented "
                             "for the NumPyro backend", "add --backend numpyro, or omit --init-from")
-        self.config = config
-        self.run_dir = Path(run_dir)
-        self.progress = progress
-        self.spec = spec or registry.resolve_spec(config.model, config.backend, config.source)
-        if config.source is None and self.spec.source is not None:  # TrainConfig(model="f.py:build")
-            config.model, config.source = self.spec.name, self.spec.source
-        self.task = self.spec.task
+        self.bind(config, run_dir, progress, spec)
         self.device = resolve_device(config.device)
         self.flatten = self.task != "supervised"
         self.data, self.split, self.info = prepare_data(config, self.spec)

@@ -181,13 +181,7 @@ class NumPyroTrainer(EpochLoop):
         if config.finite_check == "step":
             raise UserError("--finite-check step reads every Pyro step; the NumPyro backend reads "
                             "its steps' losses once per epoch", "omit --finite-check, or use epoch")
-        self.config = config
-        self.run_dir = Path(run_dir)
-        self.progress = progress
-        self.spec = spec or registry.resolve_spec(config.model, config.backend, config.source)
-        if config.source is None and self.spec.source is not None:  # TrainConfig(model="f.py:build")
-            config.model, config.source = self.spec.name, self.spec.source
-        self.task = self.spec.task
+        self.bind(config, run_dir, progress, spec)
         if self.task not in ("semi-supervised", "unsupervised", "supervised"):
             raise NotImplementedError(
                 f"the NumPyro trainer has no training step for {self.task} pairs "

@@ -10,11 +10,13 @@
 #
 # Run from the repository root:  RUNS=~/ppl-dgm-runs bash benchmarks/results/lvae_authors/commands.sh
 # Continue a stopped run: the same command (each run is resumed when its folder holds a checkpoint).
+# STAGE=train|evaluate|all (default all) and MODELS="vae lvae" (default both) pick what runs.
 set -euo pipefail
 export PPL_DGM_DATA=${PPL_DGM_DATA:-../shared/data}
 RUNS=${RUNS:-$HOME/ppl-dgm-runs}/lvae-authors
 EPOCHS=${EPOCHS:-300}
 STAGE=${STAGE:-all}   # train | evaluate | all
+MODELS=${MODELS:-vae lvae}
 mkdir -p "$RUNS"
 
 train() {  # model
@@ -31,12 +33,15 @@ evaluate() {  # model
     > "$RUNS/$m.evaluate.log" 2>&1
 }
 
-uptime > "$RUNS/uptime-start.txt"
+stamp() { echo "$(date -Is) $1 ($STAGE: $MODELS): $(uptime)" >> "$RUNS/uptime.log"; }
+stamp start
 if [[ $STAGE != evaluate ]]; then
-  train vae & train lvae & wait
+  for m in $MODELS; do train "$m" & done
+  wait
 fi
-uptime > "$RUNS/uptime-trained.txt"
+stamp trained
 if [[ $STAGE != train ]]; then
-  evaluate vae & evaluate lvae & wait
+  for m in $MODELS; do evaluate "$m" & done
+  wait
 fi
-uptime > "$RUNS/uptime-end.txt"
+stamp end
