@@ -234,26 +234,31 @@ def train_run(config: Any, run_dir: Path, progress: bool) -> dict[str, Any]:
 
 
 def log_likelihood(run_dir: Path, summary: dict[str, Any], iw_samples: int, device: str,
-                   subset: int | None = None) -> tuple[float | None, str]:
+                   subset: int | None = None, bn_stats: str = "running"
+                   ) -> tuple[float | None, str]:
     """The run's test log-likelihood (IWAE, ``iw_samples``, on the first ``subset`` test points or
-    all of them) or, with no samples, its test ELBO. An earlier evaluation of the same epoch,
-    samples and points (``evaluation.json``) is reused."""
+    all of them; batch-norm statistics ``bn_stats``: the running averages, or a pass over the
+    training set) or, with no samples, its test ELBO. An earlier evaluation of the same epoch,
+    samples, points and statistics (``evaluation.json``) is reused."""
     if iw_samples > 0:
         n_test = summary.get("n_test")
         points = min(subset, n_test) if subset and n_test else (subset or n_test)
         label = (f"log-likelihood ({iw_samples} samples"
-                 + (f", first {points} test points)" if subset else ")"))
+                 + (f", first {points} test points" if subset else "")
+                 + (", batch-norm statistics from the training set" if bn_stats == "train" else "")
+                 + ")")
         evaluation_path = run_dir / results.EVALUATION
         if evaluation_path.is_file():
             saved = results.read_json(evaluation_path)
             if (saved.get("iw_samples") == iw_samples and saved.get("epochs") == summary.get("epochs")
                     and saved.get("n_test_evaluated") == points
+                    and saved.get("bn_stats", "running") == bn_stats
                     and saved.get("test_log_likelihood") is not None):
                 return saved["test_log_likelihood"], label
         from ppl_dgm.evaluate import evaluate_run
 
         record = evaluate_run(run_dir, iw_samples=iw_samples, subset=subset, device=device,
-                              progress=False)
+                              progress=False, bn_stats=bn_stats)
         return record.get("test_log_likelihood"), label
     return summary.get("test_elbo"), "test ELBO (a lower bound on the log-likelihood)"
 
@@ -309,6 +314,8 @@ def command_line(args: SimpleNamespace) -> str:
         words += ["--iw-samples", str(args.iw_samples)]
     if args.iw_subset is not None:
         words += ["--iw-subset", str(args.iw_subset)]
+    if args.bn_stats != "running":
+        words += ["--bn-stats", args.bn_stats]
     if args.dataset:
         words += ["--dataset", args.dataset]
     if args.data_dir:
@@ -472,9 +479,10 @@ def write_report(out: Path, claim: Claim, report: dict[str, Any]) -> None:
 def reproduce(claim: str, minutes: float, *, device: str = "auto", backend: str = "auto",
               out: str | os.PathLike | None = None, seeds: Sequence[int] = (0,),
               models: Sequence[str] | None = None, iw_samples: int | None = None,
-              iw_subset: int | None = None, dataset: str | None = None,
-              data_dir: str | None = None, hparams: dict[str, Any] | None = None,
-              config: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
+              iw_subset: int | None = None, bn_stats: str = "running",
+              dataset: str | None = None, data_dir: str | None = None,
+              hparams: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
+              progress: bool = True) -> dict[str, Any]:
     """Train or continue every run of ``claim`` (:data:`CLAIMS`) for ``minutes`` of training time
     each, then write the report (``report.md``, ``report.json``, curves) to ``out`` (default
     ``runs/reproduce/CLAIM``); returns ``report.json``'s content.
@@ -483,15 +491,18 @@ def reproduce(claim: str, minutes: float, *, device: str = "auto", backend: str 
     kind of device), pyro or numpyro; ``seeds``: of the labelled subset and the runs; ``models``:
     a subset of the claim's; ``iw_samples``: importance samples of the log-likelihood claims
     (default 5000 on a GPU, 0 on a CPU: the test ELBO); ``iw_subset``: the first N test points
-    only. ``dataset``, ``data_dir``, ``hparams`` (network hyperparameters) and ``config``
-    (training options, e.g. ``{"steps_per_epoch": 10}``; ``epochs`` may grow on a later call)
-    change the paper's setting: the report lists them as deviations. Calling it again with the
+    only; ``bn_stats``: the batch-norm statistics of that evaluation, ``running`` (the running
+    averages) or ``train`` (one pass over the training set, the LVAE authors' evaluation).
+    ``dataset``, ``data_dir``, ``hparams`` (network hyperparameters) and ``config`` (training
+    options, e.g. ``{"steps_per_epoch": 10}``; ``epochs`` may grow on a later call) change the
+    paper's setting: the report lists them as deviations. Calling it again with the
     same ``out`` and larger ``minutes`` continues the runs.
     """
     args = SimpleNamespace(
         claim=claim, minutes=minutes, device=device, backend=backend, out=out,
         seeds=list(seeds), models=list(models) if models else None, iw_samples=iw_samples,
-        iw_subset=iw_subset, dataset=dataset, data_dir=data_dir, no_progress=not progress,
+        iw_subset=iw_subset, bn_stats=bn_stats, dataset=dataset, data_dir=data_dir,
+        no_progress=not progress,
         set=dict(hparams or {}), config=dict(config or {}))
     if backend not in ("auto", "pyro", "numpyro"):
         raise UserError(f"unknown backend {backend!r}", "use auto, pyro or numpyro")
@@ -515,6 +526,8 @@ def reproduce(claim: str, minutes: float, *, device: str = "auto", backend: str 
     if args.iw_subset is not None and args.iw_subset < 1:
         raise UserError(f"--iw-subset must be a positive number of test points (got "
                         f"{args.iw_subset})", "e.g. 500, or omit it for the whole test set")
+    if args.bn_stats not in ("running", "train"):
+        raise UserError(f"unknown bn_stats {args.bn_stats!r}", "use running or train")
     if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
         raise UserError(f"--seeds must be distinct numbers >= 0 (got {args.seeds})", "e.g. 0 1 2")
     device = choose_device(args.device)
@@ -548,7 +561,8 @@ def reproduce(claim: str, minutes: float, *, device: str = "auto", backend: str 
             if claim.metric == "test_error":
                 value = summary.get("test_error")
             else:
-                value, figure = log_likelihood(run_dir, summary, iw, device, args.iw_subset)
+                value, figure = log_likelihood(run_dir, summary, iw, device, args.iw_subset,
+                                               args.bn_stats)
             row["auxiliary"].append(auxiliary_figures(run_dir))
             row["values"].append(value)
             row["epochs"].append(summary.get("epochs"))

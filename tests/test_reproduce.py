@@ -80,6 +80,16 @@ def test_log_likelihood_claim_on_a_subset_of_the_test_set(tmp_path):
     assert evaluation_path.stat().st_mtime_ns == stamp  # reused, not evaluated again
     assert main([*argv, "--iw-subset", "40"]) == 0
     assert results.read_json(evaluation_path)["n_test_evaluated"] == 40
+    # --bn-stats train: evaluated again (the running averages' figure is not reused), said so
+    stamp = evaluation_path.stat().st_mtime_ns
+    assert main([*argv, "--iw-subset", "40", "--bn-stats", "train"]) == 0
+    evaluation = results.read_json(evaluation_path)
+    assert evaluation_path.stat().st_mtime_ns != stamp and evaluation["bn_stats"] == "train"
+    report = json.loads((out / "report.json").read_text())
+    assert report["figure"] == ("log-likelihood (20 samples, first 40 test points, batch-norm "
+                                "statistics from the training set)")
+    assert report["results"]["lvae"]["values"] == [evaluation["test_log_likelihood"]]
+    assert "--bn-stats train" in report["commands"][-1]["command"]
 
 
 def test_claims_backends_and_bad_input(tmp_path, capsys):

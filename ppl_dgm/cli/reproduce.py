@@ -14,7 +14,8 @@ from ppl_dgm.reproduction import CLAIMS, REPORT_MD, format_figure, reproduce
 def cmd_reproduce(args: argparse.Namespace) -> int:
     report = reproduce(args.claim, args.minutes, device=args.device, backend=args.backend,
                        out=args.out, seeds=args.seeds, models=args.models,
-                       iw_samples=args.iw_samples, iw_subset=args.iw_subset, dataset=args.dataset,
+                       iw_samples=args.iw_samples, iw_subset=args.iw_subset,
+                       bn_stats=args.bn_stats, dataset=args.dataset,
                        data_dir=args.data_dir, hparams=key_values(args.set, "--set"),
                        config=key_values(args.config, "--config"), progress=not args.no_progress)
     out = Path(args.out or Path("runs") / "reproduce" / args.claim)
@@ -54,6 +55,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="estimate the log-likelihood on the first N test points only (a CPU "
                              "evaluates about 1-2 points per second with 5000 samples; default: "
                              "all)")
+    parser.add_argument("--bn-stats", default="running", choices=["running", "train"],
+                        help="batch-norm statistics of the log-likelihood evaluation: the running "
+                             "averages, or one pass over the training set (the LVAE authors'; "
+                             "'ppl-dgm evaluate --bn-stats') (default running)")
     parser.add_argument("--dataset", default=None,
                         help="another data set (smoke tests; marked as a deviation in the report)")
     parser.add_argument("--data-dir", default=None,
