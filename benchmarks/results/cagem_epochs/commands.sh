@@ -5,7 +5,7 @@
 # z_dims, hidden_dims and training settings: its model p(z2) p(z1|z2) p(x|z1) and guide q(z1|x)
 # q(z2|z1) are CaGeM's without y). All: NumPyro, seed 0 (the same balanced 100 labels and the same
 # 10,000-image validation slice), Adam 1e-3, batches of 100, warm-up over 10 epochs, gradient norm
-# clipped at 5 (CaGeM's registered recipe), EPOCHS epochs each (default 30), one CPU thread per run.
+# clipped at 5 (CaGeM's registered recipe), EPOCHS epochs each (default 25), one CPU thread per run.
 # Then IW-5000 (y summed exactly inside each weight) on the first SUBSET test images (default
 # 1,000; binarised once, seed 0); per-image estimates in RUN/iw_per_example.nc; paired differences
 # by benchmarks/paired_report.py.
@@ -16,7 +16,7 @@
 set -euo pipefail
 export PPL_DGM_DATA=${PPL_DGM_DATA:-../shared/data}
 RUNS=${RUNS:-$HOME/ppl-dgm-runs}/cagem-epochs
-EPOCHS=${EPOCHS:-30}
+EPOCHS=${EPOCHS:-25}
 SUBSET=${SUBSET:-1000}
 OUT=benchmarks/results/cagem_epochs
 mkdir -p "$RUNS"
