@@ -110,7 +110,11 @@ def plot_curves(runs: list[dict[str, Any]], output: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    histories = [run["history"] for run in runs]
+    with_y = any("kl" in h and "site" in h.coords and "y" in h["site"].values for h in histories)
+    panels = 3 if with_y else 1  # the cluster variable's panels only for models with a y
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4)) if with_y else plt.subplots(1, 1, figsize=(6, 4))
+    axes = list(np.atleast_1d(axes)) + [None] * (3 - panels)
     held_out = "validation"
     for run in runs:
         h = run["history"]
@@ -121,6 +125,8 @@ def plot_curves(runs: list[dict[str, Any]], output: Path) -> None:
             values = h[name].values
             seen = np.isfinite(values)  # evaluated epochs only (--eval-every)
             axes[0].plot(epoch[seen], values[seen], marker=".", label=run["name"])
+        if not with_y:
+            continue
         if "kl" in h and "site" in h.coords and "y" in h["site"].values:
             axes[1].plot(epoch, h["kl"].sel(site="y").values, marker=".", label=run["name"])
         for key, kind in (("validation_error", "classification"), ("test_error", "classification")):
@@ -135,16 +141,14 @@ def plot_curves(runs: list[dict[str, Any]], output: Path) -> None:
                          label=f"{run['name']} (clustering)")
     axes[0].set(xlabel="epoch", ylabel=f"{held_out} ELBO (nats, beta = 1)",
                 title="learning curves")
-    axes[1].set(xlabel="epoch", ylabel="KL(q(y|.) || p(y)) (nats)",
-                title="use of the cluster variable y")
-    axes[2].set(xlabel="epoch", ylabel="accuracy",
-                title="q(y | .) against the classes")
-    for ax in axes:
-        if not ax.lines:  # nothing recorded for it (a model without y)
-            fig.delaxes(ax)
-            continue
+    if with_y:
+        axes[1].set(xlabel="epoch", ylabel="KL(q(y|.) || p(y)) (nats)",
+                    title="use of the cluster variable y")
+        axes[2].set(xlabel="epoch", ylabel="accuracy", title="q(y | .) against the classes")
+    for ax in axes[:panels]:
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:
+            ax.legend()
     fig.tight_layout()
     results.atomic_write(output, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)

@@ -98,7 +98,7 @@ CAGEM_DEFAULTS: dict[str, Any] = {
     "min_scale": PAPER_MIN_SCALE,
     "n_clusters": None,
     "classifier_uses_x": True,
-    "labelled_weighting": "batch_mean",
+    "labelled_weighting": "data_points",
 }
 #: the values of CaGeM's ``labelled_weighting`` (``models/cagem.py`` derives them)
 LABELLED_WEIGHTINGS = ("batch_mean", "data_points")
@@ -146,8 +146,10 @@ def check_cagem_hparams(hparams: Mapping[str, Any], data: Any) -> dict[str, Any]
     h["n_clusters"] = k
     if h["labelled_weighting"] not in LABELLED_WEIGHTINGS:
         raise UserError(f"--set labelled_weighting={h['labelled_weighting']} is not one of "
-                        f"{list(LABELLED_WEIGHTINGS)}", "use batch_mean (registered) or "
-                        "data_points (each labelled image one data point of the generative terms)")
+                        f"{list(LABELLED_WEIGHTINGS)}",
+                        "use data_points (registered: each labelled image one data point of the "
+                        "generative terms) or batch_mean (the labelled batch mean weighs as the "
+                        "unlabelled one)")
     h["z_dims"] = [int(d) for d in h["z_dims"]]
     h["hidden_dims"] = [int(d) for d in h["hidden_dims"]]
     return h

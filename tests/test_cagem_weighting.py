@@ -179,7 +179,7 @@ def test_numpyro_labelled_weighting_against_the_objective_by_hand(weighting):
 
 
 def test_labelled_weighting_bad_value_and_registered_default():
-    assert registry.get("cagem").hparams["labelled_weighting"] == "batch_mean"
-    assert registry.get("cagem", "numpyro").hparams["labelled_weighting"] == "batch_mean"
+    assert registry.get("cagem").hparams["labelled_weighting"] == "data_points"
+    assert registry.get("cagem", "numpyro").hparams["labelled_weighting"] == "data_points"
     with pytest.raises(UserError, match="labelled_weighting=per_image is not one of"):
         registry.get("cagem").builder()(hparams("per_image"), DATA)
