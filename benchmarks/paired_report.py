@@ -116,29 +116,31 @@ def plot_curves(runs: list[dict[str, Any]], output: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4)) if with_y else plt.subplots(1, 1, figsize=(6, 4))
     axes = list(np.atleast_1d(axes)) + [None] * (3 - panels)
     held_out = "validation"
-    for run in runs:
+    for index, run in enumerate(runs):
         h = run["history"]
         epoch = h["epoch"].values
+        color = f"C{index}"  # one colour a run across the panels
         name = "validation_elbo" if "validation_elbo" in h else "test_elbo"
         held_out = name.split("_")[0]
         if name in h:
             values = h[name].values
             seen = np.isfinite(values)  # evaluated epochs only (--eval-every)
-            axes[0].plot(epoch[seen], values[seen], marker=".", label=run["name"])
+            axes[0].plot(epoch[seen], values[seen], marker=".", color=color, label=run["name"])
         if not with_y:
             continue
         if "kl" in h and "site" in h.coords and "y" in h["site"].values:
-            axes[1].plot(epoch, h["kl"].sel(site="y").values, marker=".", label=run["name"])
+            axes[1].plot(epoch, h["kl"].sel(site="y").values, marker=".", color=color,
+                         label=run["name"])
         for key, kind in (("validation_error", "classification"), ("test_error", "classification")):
             if key in h:
                 values = 1 - h[key].values
                 seen = np.isfinite(values)
-                axes[2].plot(epoch[seen], values[seen], marker=".",
+                axes[2].plot(epoch[seen], values[seen], marker=".", color=color,
                              label=f"{run['name']} ({kind}, {key.split('_')[0]})")
                 break
         if "validation_clustering_accuracy" in h:
             axes[2].plot(epoch, h["validation_clustering_accuracy"].values, marker=".",
-                         label=f"{run['name']} (clustering)")
+                         color=color, label=f"{run['name']} (clustering)")
     axes[0].set(xlabel="epoch", ylabel=f"{held_out} ELBO (nats, beta = 1)",
                 title="learning curves")
     if with_y:
