@@ -108,10 +108,12 @@ def cagem_labelled_weight(h: Mapping[str, Any], data: Any) -> float:
     """The factor on the generative terms of CaGeM's labelled batch: 1 (``batch_mean``) or
     N_labelled / N_unlabelled (``data_points``: each labelled image one data point of the
     generative objective; ``models/cagem.py`` has the derivation). ``data``: ``n_labelled`` and
-    ``n_unlabelled`` (the unlabelled pool actually used)."""
+    ``n_unlabelled`` (the unlabelled pool actually used; the trainers always give both). Without
+    them (a pair built by hand, outside a trainer) there is nothing to weigh by: 1."""
     if h["labelled_weighting"] == "batch_mean":
         return 1.0
-    n_labelled, n_unlabelled = int(getattr(data, "n_labelled", 0)), int(data.n_unlabelled)
+    n_labelled = int(getattr(data, "n_labelled", 0))
+    n_unlabelled = int(getattr(data, "n_unlabelled", 0))
     return n_labelled / n_unlabelled if n_labelled and n_unlabelled else 1.0
 
 
