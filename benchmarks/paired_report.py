@@ -112,9 +112,9 @@ def plot_curves(runs: list[dict[str, Any]], output: Path) -> None:
 
     histories = [run["history"] for run in runs]
     with_y = any("kl" in h and "site" in h.coords and "y" in h["site"].values for h in histories)
-    panels = 3 if with_y else 1  # the cluster variable's panels only for models with a y
+    # the cluster variable's two panels only for models with a y
     fig, axes = plt.subplots(1, 3, figsize=(15, 4)) if with_y else plt.subplots(1, 1, figsize=(6, 4))
-    axes = list(np.atleast_1d(axes)) + [None] * (3 - panels)
+    axes = np.atleast_1d(axes)
     held_out = "validation"
     for index, run in enumerate(runs):
         h = run["history"]
@@ -131,12 +131,12 @@ def plot_curves(runs: list[dict[str, Any]], output: Path) -> None:
         if "kl" in h and "site" in h.coords and "y" in h["site"].values:
             axes[1].plot(epoch, h["kl"].sel(site="y").values, marker=".", color=color,
                          label=run["name"])
-        for key, kind in (("validation_error", "classification"), ("test_error", "classification")):
+        for key in ("validation_error", "test_error"):  # the held-out one where there is one
             if key in h:
                 values = 1 - h[key].values
                 seen = np.isfinite(values)
                 axes[2].plot(epoch[seen], values[seen], marker=".", color=color,
-                             label=f"{run['name']} ({kind}, {key.split('_')[0]})")
+                             label=f"{run['name']} (classification, {key.split('_')[0]})")
                 break
         if "validation_clustering_accuracy" in h:
             axes[2].plot(epoch, h["validation_clustering_accuracy"].values, marker=".",
@@ -147,7 +147,7 @@ def plot_curves(runs: list[dict[str, Any]], output: Path) -> None:
         axes[1].set(xlabel="epoch", ylabel="KL(q(y|.) || p(y)) (nats)",
                     title="use of the cluster variable y")
         axes[2].set(xlabel="epoch", ylabel="accuracy", title="q(y | .) against the classes")
-    for ax in axes[:panels]:
+    for ax in axes:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend()
