@@ -36,8 +36,9 @@ from ppl_dgm.nn.flax_blocks import GaussianMLP, LogitsMLP, apply, network
 from ppl_dgm.numpyro_pair import NumPyroPair
 
 
-class ADGMModel:
-    """p(y) p(z) p(x | y, z) p(a | x, y, z); ``y=None`` leaves y to the guide (enumerated)."""
+class AuxiliaryModel:
+    """The constructor the NumPyro ADGM and SDGM share: a Bernoulli-logits network ``p_x`` and a
+    Gaussian network ``p_a`` of the same hidden layers (their inputs differ, see each model)."""
 
     def __init__(self, x_dim: int, n_classes: int, a_dim: int, z_dim: int, hidden: Sequence[int],
                  activation: str = "relu", batch_norm: bool = False,
@@ -46,8 +47,13 @@ class ADGMModel:
         self.batch_norm = batch_norm
         self.num_particles = check_particles(num_particles)
         hidden = tuple(hidden)
-        self.p_x = LogitsMLP(x_dim, hidden, activation, batch_norm, weight_init)   # inputs (z, y)
-        self.p_a = GaussianMLP(a_dim, hidden, activation, batch_norm, weight_init)  # inputs (x, y, z)
+        self.p_x = LogitsMLP(x_dim, hidden, activation, batch_norm, weight_init)
+        self.p_a = GaussianMLP(a_dim, hidden, activation, batch_norm, weight_init)
+
+
+class ADGMModel(AuxiliaryModel):
+    """p(y) p(z) p(x | y, z) p(a | x, y, z); ``y=None`` leaves y to the guide (enumerated).
+    ``p_x`` takes (z, y), ``p_a`` takes (x, y, z)."""
 
     def __call__(self, x: jax.Array, y: jax.Array | None = None, *,
                  beta: float | jax.Array = 1.0, train: bool = True) -> None:

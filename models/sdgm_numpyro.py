@@ -16,7 +16,6 @@ The networks are the flax modules ``p_a`` (Dense(z) + Dense(y), then a Gaussian 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -25,24 +24,15 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro import handlers
 
-from ppl_dgm.guides.auxiliary_numpyro import DATA_DIM, build_guide, check_particles, particle_plate
-from ppl_dgm.models.adgm_numpyro import make_pair, network_hparams
-from ppl_dgm.nn.flax_blocks import GaussianMLP, LogitsMLP, apply, network
+from ppl_dgm.guides.auxiliary_numpyro import DATA_DIM, build_guide, particle_plate
+from ppl_dgm.models.adgm_numpyro import AuxiliaryModel, make_pair, network_hparams
+from ppl_dgm.nn.flax_blocks import apply, network
 from ppl_dgm.numpyro_pair import NumPyroPair
 
 
-class SDGMModel:
-    """p(y) p(z) p(a | y, z) p(x | a, y, z); ``y=None`` leaves y to the guide (enumerated)."""
-
-    def __init__(self, x_dim: int, n_classes: int, a_dim: int, z_dim: int, hidden: Sequence[int],
-                 activation: str = "relu", batch_norm: bool = False,
-                 num_particles: int = 1, weight_init: str = "torch") -> None:
-        self.x_dim, self.n_classes, self.a_dim, self.z_dim = x_dim, n_classes, a_dim, z_dim
-        self.batch_norm = batch_norm
-        self.num_particles = check_particles(num_particles)
-        hidden = tuple(hidden)
-        self.p_a = GaussianMLP(a_dim, hidden, activation, batch_norm, weight_init)  # inputs (z, y)
-        self.p_x = LogitsMLP(x_dim, hidden, activation, batch_norm, weight_init)   # inputs (a, z, y)
+class SDGMModel(AuxiliaryModel):
+    """p(y) p(z) p(a | y, z) p(x | a, y, z); ``y=None`` leaves y to the guide (enumerated).
+    ``p_a`` takes (z, y), ``p_x`` takes (a, z, y)."""
 
     def __call__(self, x: jax.Array, y: jax.Array | None = None, *,
                  beta: float | jax.Array = 1.0, train: bool = True) -> None:
