@@ -9,6 +9,9 @@ test error per epoch, at ``steps_per_epoch`` steps each), and writes to ``--out`
 - ``steps.md``: the test error of each run at equal steps (the steps every ADGM evaluation was made
   at, and the milestones), the diagnostics of a, and the run's wall and CPU time.
 
+``--beside LABEL=RUN_DIR`` adds the curve of another run evaluated by steps (the SDGM run of the
+same recipe: ``commands.sh sdgm``), its 100-draw error where recorded.
+
 Every figure is labelled with how its error was measured (samples of a; the earlier runs used 10
 draws per epoch and held out 10,000 validation images, the new one trains on all 60,000).
 
@@ -52,15 +55,54 @@ def at(steps: np.ndarray, values: np.ndarray, step: float) -> float | None:
     return float(values[done[-1]]) if len(done) else None
 
 
+def diagnostics(title: str, run_dir: Path) -> list[str]:
+    """A run's diagnostics of a at every evaluation (held-out images = the test images) and its
+    training time, as Markdown lines (the time alone for a run without a)."""
+    lines = [""]
+    info_steps, info = by_steps(run_dir, "mutual_info_y_a")
+    if len(info_steps):
+        _, std = by_steps(run_dir, "a_std")
+        _, err1 = by_steps(run_dir, "test_error_a1")
+        _, err100 = by_steps(run_dir, "test_error_a100")
+        lines += [f"{title}: diagnostics of a (held-out images = the test images; no validation "
+                  "split):", "", "| steps | I(y; a \\| x), nats | mean std of q(a\\|x) | "
+                  "test error, 1 draw | test error, 100 draws |", "|---|---|---|---|---|"]
+        for i, step in enumerate(info_steps):
+            lines.append(f"| {int(step)} | {info[i]:.4f} | {std[i]:.4f} | {100 * err1[i]:.2f}% | "
+                         f"{100 * err100[i]:.2f}% |")
+        lines.append("")
+    history = results.read_history(run_dir / results.HISTORY)
+    wall, cpu = float(history["seconds"].sum()), float(history["cpu_seconds"].sum())
+    evaluation = float(np.nansum(history["eval_seconds"].values))
+    lines.append(f"{title}: {len(history.epoch)} epochs, {int(history['step'].values[-1])} steps, "
+                 f"{wall / 60:.1f} wall minutes, {cpu / 60:.1f} CPU minutes of training "
+                 f"(evaluation apart: {evaluation / 60:.1f} wall minutes).")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="the long ADGM run directory")
     parser.add_argument("--out", type=Path, required=True, help="folder for steps.png and steps.md")
+    parser.add_argument("--beside", action="append", default=[], metavar="LABEL=RUN_DIR",
+                        help="another run's curve by steps (its 100-draw error where recorded), "
+                             "e.g. the SDGM run of the same recipe; repeatable")
     args = parser.parse_args()
+    beside = {}
+    for item in args.beside:
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path:
+            parser.error(f"--beside {item!r}: give LABEL=RUN_DIR")
+        beside[label] = Path(path)
     args.out.mkdir(parents=True, exist_ok=True)
     authors = reference.adgm_mnist100()
     main_steps, main_err = by_steps(args.run_dir, "test_error_a100")
     curves = {"ADGM, all 60,000 images (100 draws of a)": (main_steps, main_err)}
+    for label, run_dir in beside.items():
+        if not (run_dir / results.HISTORY).is_file():
+            parser.error(f"--beside {label}: {run_dir / results.HISTORY} not found")
+        steps, err = by_steps(run_dir, "test_error_a100")
+        curves[label] = (steps, err) if len(steps) else by_steps(run_dir)
     for label, run_dir in OTHERS.items():
         if (run_dir / results.HISTORY).is_file():
             curves[label] = by_steps(run_dir)
@@ -100,21 +142,9 @@ def main() -> None:
         a1 = at(authors.steps.astype(float), authors.test_error_a1, step)
         lines.append(f"| {int(step)} | " + " | ".join(cells)
                      + f" | {'-' if a100 is None else f'{100 * a100:.2f}%'} | {100 * a1:.2f}% |")
-    info_steps, info = by_steps(args.run_dir, "mutual_info_y_a")
-    _, std = by_steps(args.run_dir, "a_std")
-    _, err1 = by_steps(args.run_dir, "test_error_a1")
-    lines += ["", "The new ADGM run's diagnostics of a (held-out images = the test images; no "
-              "validation split):", "", "| steps | I(y; a \\| x), nats | mean std of q(a\\|x) | "
-              "test error, 1 draw | test error, 100 draws |", "|---|---|---|---|---|"]
-    for i, step in enumerate(info_steps):
-        lines.append(f"| {int(step)} | {info[i]:.4f} | {std[i]:.4f} | {100 * err1[i]:.2f}% | "
-                     f"{100 * main_err[i]:.2f}% |")
-    history = results.read_history(args.run_dir / results.HISTORY)
-    wall, cpu = float(history["seconds"].sum()), float(history["cpu_seconds"].sum())
-    evaluation = float(np.nansum(history["eval_seconds"].values))
-    lines += ["", f"Training: {len(history.epoch)} epochs, {int(history['step'].values[-1])} steps, "
-              f"{wall / 60:.1f} wall minutes, {cpu / 60:.1f} CPU minutes (evaluation apart: "
-              f"{evaluation / 60:.1f} wall minutes)."]
+    lines += diagnostics("The long ADGM run", args.run_dir)
+    for label, run_dir in beside.items():
+        lines += diagnostics(label, run_dir)
     (args.out / "steps.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
