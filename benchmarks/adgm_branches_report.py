@@ -25,6 +25,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from adgm_steps_report import last_index
 
 from ppl_dgm import reference, results
 
@@ -48,12 +49,6 @@ def evaluated(run_dir: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def at_or_before(run: dict[str, np.ndarray], step: float) -> int | None:
-    """The index of the run's last evaluation at or before ``step`` (None before its first)."""
-    done = np.flatnonzero(run["step"] <= step)
-    return int(done[-1]) if len(done) else None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("main_run", type=Path, help="the run the branches started from")
@@ -69,7 +64,7 @@ def main() -> None:
              "|---|---|---|---|---|---|---|"]
     for name, run in branches.items():
         for i, step in enumerate(run["step"]):
-            j = at_or_before(main_run, step)
+            j = last_index(main_run["step"], step)
             beside = "-" if j is None else (
                 f"{int(main_run['step'][j])}: {100 * main_run['test_error_a100'][j]:.2f}% / "
                 f"{main_run['mutual_info_y_a'][j]:.4f}")
@@ -81,7 +76,7 @@ def main() -> None:
               "points | binomial SE of the difference, points |", "|---|---|---|---|---|---|"]
     for name, run in branches.items():
         step, mine = run["step"][-1], run["test_error_a100"][-1]
-        j = at_or_before(main_run, step)
+        j = last_index(main_run["step"], step)
         if j is None:
             lines.append(f"| {name} | {int(step)} | {run['cpu_minutes'][0]:.1f} | - | - | - |")
             continue

@@ -49,10 +49,16 @@ def by_steps(run_dir: Path, name: str = "test_error") -> tuple[np.ndarray, np.nd
     return steps[keep].astype(float), values[keep].astype(float)
 
 
+def last_index(steps: np.ndarray, step: float) -> int | None:
+    """The index of the last evaluation at or before ``step`` (None before the first)."""
+    done = np.flatnonzero(steps <= step)
+    return int(done[-1]) if len(done) else None
+
+
 def at(steps: np.ndarray, values: np.ndarray, step: float) -> float | None:
     """The last value at or before ``step`` (None before the first)."""
-    done = np.flatnonzero(steps <= step)
-    return float(values[done[-1]]) if len(done) else None
+    i = last_index(steps, step)
+    return None if i is None else float(values[i])
 
 
 def diagnostics(title: str, run_dir: Path) -> list[str]:

@@ -9,6 +9,7 @@
 #   RUNS=~/ppl-dgm-runs bash benchmarks/results/reproduce/adgm-60k/commands.sh adgm
 #   EPOCHS=150 RUNS=~/ppl-dgm-runs bash benchmarks/results/reproduce/adgm-60k/commands.sh adgm
 #   EPOCHS=50 RUNS=~/ppl-dgm-runs bash benchmarks/results/reproduce/adgm-60k/commands.sh sdgm   # 30,000 steps
+#   EPOCHS=35 MINUTES=140 RUNS=~/ppl-dgm-runs bash benchmarks/results/reproduce/adgm-60k/commands.sh sdgm   # one session
 # Then the report beside the authors, SDGM and M2:
 #   python benchmarks/adgm_steps_report.py $RUNS/adgm-mnist100/runs/adgm-numpyro-seed0 \
 #       --out benchmarks/results/reproduce/adgm-60k
@@ -16,10 +17,11 @@ set -euo pipefail
 RUNS=${RUNS:-~/ppl-dgm-runs}
 MODEL=${1:-adgm}
 EPOCHS=${EPOCHS:-100}
+MINUTES=${MINUTES:-400}   # training budget; the trainer stops after the epoch that passes it
 export PPL_DGM_DATA=${PPL_DGM_DATA:-../shared/data} OMP_NUM_THREADS=2
 mkdir -p "$RUNS"
 uptime > "$RUNS/$MODEL-uptime-start.txt"
-ppl-dgm reproduce "$MODEL-mnist100" --minutes 400 --backend numpyro --no-progress \
+ppl-dgm reproduce "$MODEL-mnist100" --minutes "$MINUTES" --backend numpyro --no-progress \
     --out "$RUNS/$MODEL-mnist100" --config scan_steps=20 --config epochs="$EPOCHS" \
     > "$RUNS/$MODEL.log" 2>&1
 uptime > "$RUNS/$MODEL-uptime-end.txt"
